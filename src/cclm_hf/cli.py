@@ -1,0 +1,111 @@
+"""The `cclm-hf` command line: thin wrappers that parse arguments and call the library."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from .configuration_cclm import CCLM_PRESETS, CCLMConfig
+from .conversion import CONVERSION_TARGETS, config_from_original_files, convert_original_checkpoint, with_image_size
+
+
+_CONVERT_EPILOG = """\
+architectures (--preset):
+  cclm-base       Swin-B 224 px / window 7 + 12-layer XLM-R-large-width stack (6 fusion layers): the CCLM-3M/4M
+                  pre-training checkpoints
+  cclm-base-384   the same at 384 px / window 12, the resolution of every original fine-tuning config
+
+heads (--head):
+  base            CCLMModel: encoders, projections, temperature (AutoModel)
+  retrieval       CCLMForImageTextRetrieval: + ITM head (from pre-training or retrieval checkpoints)
+  classification  CCLMForSequenceClassification: + MLP classifier (XVNLI checkpoints; from a pre-training
+                  checkpoint the classifier is newly initialised)
+
+--image-size N resizes every Swin relative-position bias table with the original's geometric-progression bicubic
+scheme (e.g. a 224 px pre-training checkpoint -> 384 px, window 12, as the original fine-tuning scripts load it).
+
+examples:
+  cclm-hf convert cclm_4m_epoch_29.th out/cclm-4m --preset cclm-base --head retrieval --tokenizer xlm-roberta-large
+  cclm-hf convert cclm_4m_epoch_29.th out/cclm-4m-384 --preset cclm-base --image-size 384 --head classification \\
+      --num-labels 3
+  cclm-hf convert model.th out/x --original-config configs/Pretrain_4m.yaml --vision-config configs/swin.json \\
+      --text-config data/xlm-roberta-large
+"""
+
+
+def _add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert an original CCLM checkpoint into a transformers model folder",
+        description="Convert an original CCLM checkpoint ({'model': state_dict, ...} .th/.pth file, bare state dict, "
+        "or .safetensors) into a save_pretrained folder (safetensors).",
+        epilog=_CONVERT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("checkpoint", help="original checkpoint file")
+    parser.add_argument("output_dir", help="folder to write the model (and processor) to")
+    architecture = parser.add_mutually_exclusive_group(required=True)
+    architecture.add_argument("--preset", choices=sorted(CCLM_PRESETS), help="a released architecture")
+    architecture.add_argument("--original-config", help="the original task yaml (e.g. configs/Pretrain_4m.yaml)")
+    parser.add_argument("--vision-config", help="Swin json; defaults to the yaml's vision_config entry")
+    parser.add_argument("--text-config", help="XLM-R folder or config.json; defaults to the yaml's text_encoder")
+    parser.add_argument("--head", choices=sorted(CONVERSION_TARGETS), default="retrieval", help="target model")
+    parser.add_argument("--num-labels", type=int, help="classes of the classification head (XVNLI: 3)")
+    parser.add_argument("--image-size", type=int, help="target resolution; resizes the relative position biases")
+    parser.add_argument("--window-size", type=int, help="target Swin window (default: scaled with the image size)")
+    parser.add_argument("--tokenizer", help="XLM-R tokenizer folder or Hub name: also write a CCLMProcessor")
+    parser.set_defaults(func=_run_convert)
+
+
+def _run_convert(args: argparse.Namespace) -> None:
+    if args.preset:
+        if args.vision_config or args.text_config:
+            raise SystemExit("--vision-config/--text-config go with --original-config, not --preset")
+        overrides = {"num_labels": args.num_labels} if args.num_labels else {}
+        config = CCLMConfig.from_preset(args.preset, **overrides)
+    else:
+        config = config_from_original_files(args.original_config, args.vision_config, args.text_config, args.num_labels)
+    if args.image_size or args.window_size:
+        config = with_image_size(config, args.image_size or config.image_size, args.window_size)
+
+    model, report = convert_original_checkpoint(args.checkpoint, config, head=args.head)
+    model.save_pretrained(args.output_dir)
+    logging.getLogger(__name__).info(
+        "wrote %s to %s (%d tables resized, %d parameters newly initialised)",
+        type(model).__name__,
+        args.output_dir,
+        len(report.resized),
+        len(report.newly_initialized),
+    )
+    if args.tokenizer:
+        from transformers import AutoTokenizer
+
+        from .image_processing_cclm import CCLMImageProcessor
+        from .processing_cclm import CCLMProcessor
+
+        image_processor = CCLMImageProcessor(size={"height": config.image_size, "width": config.image_size})
+        CCLMProcessor(image_processor, AutoTokenizer.from_pretrained(args.tokenizer)).save_pretrained(args.output_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cclm-hf", description="CCLM for the Hugging Face ecosystem")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_convert_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity(logging.DEBUG if args.verbose else logging.INFO)
+    args.func(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

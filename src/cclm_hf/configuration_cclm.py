@@ -1,0 +1,161 @@
+"""Configuration of CCLM: a Swin image encoder and an XLM-R-style text stack whose upper layers fuse views."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig, SwinConfig, XLMRobertaConfig
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+POSITION_ID_SCHEMES = ("zero_based", "padding_offset")
+
+
+@strict
+class CCLMTextConfig(XLMRobertaConfig):
+    r"""
+    Configuration of CCLM's text stack: an XLM-R-style encoder of `num_hidden_layers` layers whose last
+    `num_fusion_layers` layers also cross-attend to "the other view" (image tokens, or the text-only states of a
+    parallel sentence).
+
+    Args (in addition to [`XLMRobertaConfig`]):
+        num_fusion_layers (`int`, *optional*, defaults to 6):
+            How many of the `num_hidden_layers` layers (the upper ones) carry cross-attention. The others form the
+            text-only encoder.
+        cross_attention_hidden_size (`int`, *optional*):
+            Width of the states the fusion layers attend to (the key/value projections' input). `None` means "the
+            vision width": [`CCLMConfig`] fills it in from its vision config.
+        position_id_scheme (`str`, *optional*, defaults to `"zero_based"`):
+            `"zero_based"`: positions are `0..L-1` for every token, pads included (the original CCLM-3M/4M
+            checkpoints were trained this way). `"padding_offset"`: XLM-R's scheme, positions start at
+            `pad_token_id + 1` and pads keep `pad_token_id`.
+    """
+
+    model_type = "cclm_text_model"
+    base_config_key = "text_config"
+
+    # XLM-R large widths, 12 layers (every other layer of XLM-R large, as in the original initialisation).
+    vocab_size: int = 250002
+    hidden_size: int = 1024
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 16
+    intermediate_size: int = 4096
+    max_position_embeddings: int = 514
+    type_vocab_size: int = 1
+    layer_norm_eps: float = 1e-5
+    num_fusion_layers: int = 6
+    cross_attention_hidden_size: int | None = None
+    position_id_scheme: Literal["zero_based", "padding_offset"] = "zero_based"
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if not 0 <= self.num_fusion_layers <= self.num_hidden_layers:
+            raise ValueError(
+                f"num_fusion_layers={self.num_fusion_layers} must lie in [0, num_hidden_layers={self.num_hidden_layers}]"
+            )
+        if self.position_id_scheme not in POSITION_ID_SCHEMES:
+            raise ValueError(f"position_id_scheme={self.position_id_scheme!r} is not one of {POSITION_ID_SCHEMES}")
+
+    @property
+    def num_text_layers(self) -> int:
+        """Layers without cross-attention, at the bottom of the stack."""
+        return self.num_hidden_layers - self.num_fusion_layers
+
+
+@strict
+class CCLMConfig(PreTrainedConfig):
+    r"""
+    Configuration of a CCLM model.
+
+    Args:
+        vision_config (`dict` or [`SwinConfig`], *optional*):
+            The Swin image encoder. Its output is the mean-pooled token followed by the last-stage tokens.
+        text_config (`dict` or [`CCLMTextConfig`], *optional*):
+            The text / fusion stack.
+        projection_dim (`int`, *optional*, defaults to 256):
+            Width of the shared contrastive space (`vision_projection`, `text_projection`).
+        temperature_init_value (`float`, *optional*, defaults to 0.07):
+            Initial value of the learnable contrastive temperature (logits = cosine / temperature).
+
+    Example:
+
+    ```python
+    >>> from cclm_hf import CCLMConfig, CCLMModel
+    >>> config = CCLMConfig.from_preset("cclm-base")
+    >>> model = CCLMModel(config)
+    ```
+    """
+
+    model_type = "cclm"
+    sub_configs_defaults = {"vision_config": SwinConfig, "text_config": CCLMTextConfig}
+
+    vision_config: dict | SwinConfig | None = None
+    text_config: dict | CCLMTextConfig | None = None
+    projection_dim: int = 256
+    temperature_init_value: float = 0.07
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        vision_width = self.vision_config.hidden_size
+        if self.text_config.cross_attention_hidden_size is None:
+            self.text_config.cross_attention_hidden_size = vision_width
+        elif self.text_config.cross_attention_hidden_size != vision_width:
+            raise ValueError(
+                f"text_config.cross_attention_hidden_size={self.text_config.cross_attention_hidden_size} must equal "
+                f"the vision width {vision_width} (embed_dim * 2**(stages-1)): the fusion layers attend to image tokens"
+            )
+        last_stage = self.image_size // (self.vision_config.patch_size * 2 ** (len(self.vision_config.depths) - 1))
+        if last_stage < self.vision_config.window_size:
+            raise ValueError(
+                f"vision_config.window_size={self.vision_config.window_size} is larger than the last Swin stage "
+                f"({last_stage}x{last_stage} tokens at image_size={self.image_size}); use a window of at most {last_stage}"
+            )
+
+    @property
+    def image_size(self) -> int:
+        size = self.vision_config.image_size
+        return size if isinstance(size, int) else size[0]
+
+    @property
+    def num_image_tokens(self) -> int:
+        """Image tokens seen by the fusion layers: the pooled token plus the last-stage patch tokens."""
+        side = self.image_size // (self.vision_config.patch_size * 2 ** (len(self.vision_config.depths) - 1))
+        return 1 + side * side
+
+    @classmethod
+    def from_preset(cls, name: str, **kwargs: Any) -> CCLMConfig:
+        """Build the configuration of a released architecture; `kwargs` override top-level fields."""
+        if name not in CCLM_PRESETS:
+            raise ValueError(f"Unknown CCLM preset {name!r}; choose one of {sorted(CCLM_PRESETS)}")
+        preset = copy.deepcopy(CCLM_PRESETS[name])
+        preset.update(kwargs)
+        return cls(**preset)
+
+
+def _swin_base(image_size: int, window_size: int) -> dict[str, Any]:
+    return {
+        "image_size": image_size,
+        "patch_size": 4,
+        "embed_dim": 128,
+        "depths": [2, 2, 18, 2],
+        "num_heads": [4, 8, 16, 32],
+        "window_size": window_size,
+        "drop_path_rate": 0.1,
+    }
+
+
+# Text defaults of CCLMTextConfig are the released widths (XLM-R large, 12 layers, 6 fusion).
+CCLM_PRESETS: dict[str, dict[str, Any]] = {
+    # Pre-training architecture of CCLM-3M / CCLM-4M (Swin-B 224, window 7).
+    "cclm-base": {"vision_config": _swin_base(224, 7), "text_config": {}},
+    # The resolution every CCLM fine-tuning config uses (Swin-B 384, window 12).
+    "cclm-base-384": {"vision_config": _swin_base(384, 12), "text_config": {}},
+}
+
+
+__all__ = ["CCLMConfig", "CCLMTextConfig", "CCLM_PRESETS"]

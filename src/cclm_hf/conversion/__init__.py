@@ -1,0 +1,29 @@
+"""Conversion of the original CCLM checkpoints and configuration files."""
+
+from .convert import (
+    CONVERSION_TARGETS,
+    CheckpointConversionError,
+    ConversionReport,
+    ConversionTarget,
+    convert_original_checkpoint,
+    convert_state_dict,
+    load_original_state_dict,
+    with_image_size,
+)
+from .original_config import config_from_original, config_from_original_files
+from .relative_position import resize_relative_position_bias_table
+
+
+__all__ = [
+    "CONVERSION_TARGETS",
+    "CheckpointConversionError",
+    "ConversionReport",
+    "ConversionTarget",
+    "config_from_original",
+    "config_from_original_files",
+    "convert_original_checkpoint",
+    "convert_state_dict",
+    "load_original_state_dict",
+    "resize_relative_position_bias_table",
+    "with_image_size",
+]

@@ -1,0 +1,215 @@
+"""Converted models reproduce the tensors the ORIGINAL CCLM code produced (`$CCLM_PARITY_DIR/<fixture>/`).
+
+Each fixture holds the original state dict, inputs and outputs. Every key of `outputs.safetensors` is compared:
+floats with atol 1e-5 / rtol 1e-4, integers exactly. The models are checked right after conversion and after a
+`save_pretrained` / Auto-class round trip, with eager and SDPA attention.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoModelForSequenceClassification
+
+from cclm_hf import CCLMForImageTextRetrieval, CCLMForSequenceClassification
+from cclm_hf.conversion import (
+    config_from_original,
+    convert_original_checkpoint,
+    resize_relative_position_bias_table,
+)
+
+
+ATOL, RTOL = 1e-5, 1e-4
+
+# Outputs that record the original's random draws: the hard negatives come from the original's global RNG, so the
+# test feeds them to our model as inputs and checks that the model used exactly those.
+INJECTED = {
+    "itm_neg_image_idx",
+    "itm_neg_text_idx",
+    "itm_neg_image_idx_noidx",
+    "itm_neg_text_idx_noidx",
+}
+
+
+def load_fixture(parity_dir, name):
+    folder = parity_dir / name
+    meta = json.loads((folder / "config.json").read_text())
+    config = config_from_original(meta["config"], meta["vision_config"], meta["text_config_json"])
+    return (
+        config,
+        load_file(folder / "original_state_dict.safetensors"),
+        load_file(folder / "inputs.safetensors"),
+        load_file(folder / "outputs.safetensors"),
+    )
+
+
+def assert_all_outputs_match(expected: dict, produced: dict) -> None:
+    not_produced = sorted(set(expected) - set(produced))
+    assert not not_produced, f"fixture outputs the test does not compare: {not_produced}"
+    for key, want in expected.items():
+        got = produced[key].detach()
+        assert got.shape == want.shape, f"{key}: shape {tuple(got.shape)} != {tuple(want.shape)}"
+        if want.is_floating_point():
+            torch.testing.assert_close(got.float(), want, atol=ATOL, rtol=RTOL, msg=lambda m: f"{key}: {m}")
+        else:
+            assert torch.equal(got.to(want.dtype), want), f"{key}: {got} != {want}"
+
+
+def all_pairs_itm_logits(model: CCLMForImageTextRetrieval, image_tokens, text_states, text_mask) -> torch.Tensor:
+    """`[B_img, B_txt, 2]` matching logits of every (image i, text j) pair."""
+    num_images, num_texts = image_tokens.shape[0], text_states.shape[0]
+    image_index = torch.arange(num_images).repeat_interleave(num_texts)
+    text_index = torch.arange(num_texts).repeat(num_images)
+    logits = model.get_itm_logits(image_tokens[image_index], text_states[text_index], text_mask[text_index])
+    return logits.view(num_images, num_texts, 2)
+
+
+def base_outputs(base_model, inputs) -> dict[str, torch.Tensor]:
+    vision = base_model.get_image_features(inputs["image"])
+    text = base_model.get_text_features(inputs["text_ids"], inputs["text_atts"])
+    image_feat = torch.nn.functional.normalize(vision.pooler_output, dim=-1)
+    text_feat = torch.nn.functional.normalize(text.pooler_output, dim=-1)
+    return {
+        "image_embeds": vision.last_hidden_state,
+        # the original returns an all-ones mask; ours is implicit, so check its shape = number of image tokens
+        "image_atts": torch.ones(vision.last_hidden_state.shape[:2], dtype=torch.long),
+        "text_embeds": text.last_hidden_state,
+        "image_feat": image_feat,
+        "text_feat": text_feat,
+        "sim_i2t": image_feat @ text_feat.t(),
+        "temp": base_model.temperature,
+        "cross_embeds": base_model.fuse_views(
+            text.last_hidden_state, inputs["text_atts"], vision.last_hidden_state
+        ).last_hidden_state,
+    }
+
+
+def retrieval_outputs(model: CCLMForImageTextRetrieval, inputs, expected) -> dict[str, torch.Tensor]:
+    produced = base_outputs(model.cclm, inputs)
+    vision = model.cclm.get_image_features(inputs["image"])
+    text = model.cclm.get_text_features(inputs["text_ids"], inputs["text_atts"])
+    produced["itm_logits_all_pairs"] = all_pairs_itm_logits(
+        model, vision.last_hidden_state, text.last_hidden_state, inputs["text_atts"]
+    )
+    if "loss_itc" not in expected:  # the resize fixture records the encoders only
+        return produced
+    for suffix, image_ids in (("", inputs["idx"]), ("_noidx", None)):
+        out = model(
+            inputs["text_ids"],
+            inputs["image"],
+            inputs["text_atts"],
+            return_loss=True,
+            image_ids=image_ids,
+            negative_image_indices=expected[f"itm_neg_image_idx{suffix}"],
+            negative_text_indices=expected[f"itm_neg_text_idx{suffix}"],
+        )
+        produced[f"loss_itc{suffix}"] = out.itc_loss
+        produced[f"loss_itm{suffix}"] = out.itm_loss
+        produced[f"itm_logits_for_loss{suffix}"] = torch.cat([out.itm_logits, out.itm_negative_logits])
+        produced[f"itm_neg_image_idx{suffix}"] = out.negative_image_indices
+        produced[f"itm_neg_text_idx{suffix}"] = out.negative_text_indices
+        if suffix == "":
+            produced["itc_logits_i2t"] = out.logits_per_image
+    return produced
+
+
+def reload(model, tmp_path, auto_class, attn_implementation=None):
+    model.save_pretrained(tmp_path)
+    return auto_class.from_pretrained(tmp_path, attn_implementation=attn_implementation).eval()
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize("reloaded", [False, True], ids=["converted", "reloaded"])
+def test_retrieval_parity(parity_dir, tmp_path, attn_implementation, reloaded):
+    config, state_dict, inputs, expected = load_fixture(parity_dir, "retrieval")
+    config._attn_implementation = attn_implementation
+    model, _ = convert_original_checkpoint(state_dict, config, head="retrieval")
+    if reloaded:
+        model = reload(model, tmp_path, CCLMForImageTextRetrieval, attn_implementation)
+    assert model.config.text_config._attn_implementation == attn_implementation
+    with torch.no_grad():
+        produced = retrieval_outputs(model, inputs, expected)
+    assert set(INJECTED) <= set(expected)
+    assert_all_outputs_match(expected, produced)
+
+
+def test_retrieval_base_model_through_automodel(parity_dir, tmp_path):
+    config, state_dict, inputs, expected = load_fixture(parity_dir, "retrieval")
+    model, _ = convert_original_checkpoint(state_dict, config, head="retrieval")
+    base = reload(model, tmp_path, AutoModel)
+    assert type(base).__name__ == "CCLMModel"
+    with torch.no_grad():
+        produced = base_outputs(base, inputs)
+        out = base(inputs["text_ids"], inputs["image"], inputs["text_atts"], return_loss=True)
+    assert_all_outputs_match({key: expected[key] for key in produced}, produced)
+    torch.testing.assert_close(out.logits_per_image, expected["itc_logits_i2t"], atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(out.loss, expected["loss_itc_noidx"], atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize("reloaded", [False, True], ids=["converted", "reloaded"])
+def test_classification_parity(parity_dir, tmp_path, attn_implementation, reloaded):
+    config, state_dict, inputs, expected = load_fixture(parity_dir, "classification")
+    config._attn_implementation = attn_implementation
+    model, report = convert_original_checkpoint(state_dict, config, head="classification")
+    # the original XVNLI model has no contrastive projections; ours keeps them unused
+    unused = ["temperature", "vision_projection.weight", "vision_projection.bias", "text_projection.weight"]
+    unused.append("text_projection.bias")
+    assert sorted(report.newly_initialized) == sorted(f"cclm.{name}" for name in unused)
+    if reloaded:
+        model = reload(model, tmp_path, AutoModelForSequenceClassification, attn_implementation)
+        assert isinstance(model, CCLMForSequenceClassification)
+    assert model.config.text_config._attn_implementation == attn_implementation
+    with torch.no_grad():
+        image_tokens = model.cclm.get_image_features(inputs["image"]).last_hidden_state
+        text_states = model.cclm.get_text_features(inputs["text_ids"], inputs["text_atts"]).last_hidden_state
+        out = model(inputs["text_ids"], inputs["image"], inputs["text_atts"], labels=inputs["targets"])
+        produced = {
+            "image_embeds": image_tokens,
+            "text_embeds": text_states,
+            "cross_embeds": model.cclm.fuse_views(text_states, inputs["text_atts"], image_tokens).last_hidden_state,
+            "logits": out.logits,
+            "loss": out.loss,
+        }
+    assert_all_outputs_match(expected, produced)
+
+
+def swin_block(model, original_key):
+    """The Swin block of our model that an original `vision_encoder.layers.i.blocks.j...` key belongs to."""
+    parts = original_key.split(".")
+    return model.cclm.vision_model.encoder.layers[int(parts[2])].blocks[int(parts[4])]
+
+
+@pytest.mark.parametrize("reloaded", [False, True], ids=["converted", "reloaded"])
+def test_retrieval_resize_parity(parity_dir, tmp_path, reloaded):
+    config, state_dict, inputs, expected = load_fixture(parity_dir, "retrieval_resize")
+    assert config.image_size == 80 and config.vision_config.window_size == 5
+    model, report = convert_original_checkpoint(state_dict, config, head="retrieval")
+    assert len(report.resized) == 4
+    if reloaded:
+        model = reload(model, tmp_path, CCLMForImageTextRetrieval)
+    with torch.no_grad():
+        produced = retrieval_outputs(model, inputs, expected)
+    stage_sides = {0: 20, 1: 10}  # 80 px / patch 4, then one patch merging
+    for key in expected:
+        if not key.startswith("vision_encoder."):
+            continue
+        block = swin_block(model, key)
+        window_area = block.window_size**2
+        if key.endswith("relative_position_bias_table"):
+            produced[key] = block.attention.relative_position_bias.relative_position_bias_table
+        elif key.endswith("relative_position_index"):
+            produced[key] = block.attention.relative_position_bias.relative_position_index.view(window_area, -1)
+        elif key.endswith("attn_mask"):
+            side = stage_sides[int(key.split(".")[2])]
+            produced[key] = block.get_attn_mask(side, side, dtype=torch.float32, device=torch.device("cpu"))
+    for source, target in (("w7", "w7_to_w12"), ("w7", "w7_to_w7"), ("w4", "w4_to_w6")):
+        wanted_rows = expected[f"relpos_table_{target}"].shape[0]
+        produced[f"relpos_table_{target}"] = resize_relative_position_bias_table(
+            inputs[f"relpos_table_{source}"], wanted_rows
+        )
+    assert_all_outputs_match(expected, produced)
+
