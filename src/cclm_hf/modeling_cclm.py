@@ -255,6 +255,23 @@ class CCLMPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = False
     _supports_attention_backend = True
 
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.base_model.text_model.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.base_model.text_model.embeddings.word_embeddings = value
+
+    def enable_input_require_grads(self) -> None:
+        """Make the word embeddings' output require grad (checkpointing with frozen embeddings, adapters).
+
+        The generic version also hooks the nested Swin's patch embedding, whose output is a tuple.
+        """
+
+        def make_output_require_grad(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            output.requires_grad_(True)
+
+        self._require_grads_hooks = [self.get_input_embeddings().register_forward_hook(make_output_require_grad)]
+
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, CCLMModel):
@@ -290,12 +307,6 @@ class CCLMModel(CCLMPreTrainedModel):
         self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_dim)
         self.temperature = nn.Parameter(torch.tensor(config.temperature_init_value))
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.text_model.embeddings.word_embeddings
-
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.text_model.embeddings.word_embeddings = value
 
     def get_image_features(self, pixel_values: torch.FloatTensor) -> BaseModelOutputWithPooling:
         """
