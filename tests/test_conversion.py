@@ -66,7 +66,9 @@ def test_pretraining_checkpoint_into_classification_initialises_the_classifier(r
     config = CCLMConfig.from_dict({**config.to_dict(), "num_labels": 3})
     model, report = convert_original_checkpoint(state_dict, config, head="classification")
     assert sorted(report.newly_initialized) == sorted(
-        f"classifier.{part}.{param}" for part in ("dense_in", "layer_norm", "dense_out") for param in ("weight", "bias")
+        f"classifier.{part}.{param}"
+        for part in ("dense_in", "layer_norm", "dense_out")
+        for param in ("weight", "bias")
     )
     assert any(key.startswith("itm_head.") for key in report.dropped_parts)
     assert model.classifier.dense_out.out_features == 3
@@ -98,7 +100,9 @@ def test_shape_mismatch_is_an_error(retrieval_fixture):
     _, config, state_dict = retrieval_fixture
     wrong = config.to_dict()
     wrong["projection_dim"] = 16
-    with pytest.raises(CheckpointConversionError, match=r"shape mismatches.*vision_proj.weight: checkpoint \(32, 64\)"):
+    with pytest.raises(
+        CheckpointConversionError, match=r"shape mismatches.*vision_proj.weight: checkpoint \(32, 64\)"
+    ):
         convert_original_checkpoint(state_dict, CCLMConfig.from_dict(wrong))
 
 

@@ -11,7 +11,9 @@ from cclm_hf.losses import contrastive_loss, gather_features, matching_loss, sam
 
 
 def normalized(rows: int, dim: int, seed: int) -> torch.Tensor:
-    return F.normalize(torch.randn(rows, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), dim=-1)
+    return F.normalize(
+        torch.randn(rows, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), dim=-1
+    )
 
 
 def brute_force_contrastive(a, b, temperature, ids=None):
@@ -79,7 +81,5 @@ def test_hard_negatives_without_ids_avoid_the_diagonal():
 
 def test_matching_loss_labels_positives_one_and_negatives_zero():
     positives, negatives = torch.randn(3, 2), torch.randn(6, 2)
-    expected = -(
-        torch.log_softmax(positives, dim=1)[:, 1].sum() + torch.log_softmax(negatives, dim=1)[:, 0].sum()
-    ) / 9
+    expected = -(torch.log_softmax(positives, dim=1)[:, 1].sum() + torch.log_softmax(negatives, dim=1)[:, 0].sum()) / 9
     torch.testing.assert_close(matching_loss(positives, negatives), expected)

@@ -86,7 +86,7 @@ def test_sdpa_matches_eager_with_padding_and_partial_cross_mask():
             itm_logits = model.get_itm_logits(image, text, attention_mask, image_mask)
             loss = model(input_ids, pixel_values, attention_mask, return_loss=True, **negatives).loss
         results.append((image, text, itm_logits, loss))
-    for eager_result, sdpa_result in zip(*results):
+    for eager_result, sdpa_result in zip(*results, strict=True):
         torch.testing.assert_close(sdpa_result, eager_result, atol=1e-5, rtol=1e-5)
 
 
@@ -172,7 +172,9 @@ def test_retrieval_training_step_with_gradient_checkpointing():
     for name in trained:
         assert grads[name] is not None and grads[name].abs().sum() > 0, name
     with pytest.raises(ValueError, match="Pass both"):
-        model(input_ids, pixel_values, attention_mask, return_loss=True, negative_image_indices=torch.tensor([1, 2, 0]))
+        model(
+            input_ids, pixel_values, attention_mask, return_loss=True, negative_image_indices=torch.tensor([1, 2, 0])
+        )
 
 
 def test_auto_class_round_trip(tmp_path):
@@ -186,7 +188,8 @@ def test_auto_class_round_trip(tmp_path):
     input_ids, attention_mask, pixel_values = random_batch(config)
     with torch.no_grad():
         torch.testing.assert_close(
-            reloaded(input_ids, pixel_values, attention_mask).logits, model(input_ids, pixel_values, attention_mask).logits
+            reloaded(input_ids, pixel_values, attention_mask).logits,
+            model(input_ids, pixel_values, attention_mask).logits,
         )
         torch.testing.assert_close(
             base(input_ids, pixel_values, attention_mask).logits_per_image,

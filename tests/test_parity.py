@@ -14,12 +14,13 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForSequenceClassification
 
-from cclm_hf import CCLMForImageTextRetrieval, CCLMForSequenceClassification
+from cclm_hf import CCLMForImageTextRetrieval, CCLMForPreTraining, CCLMForSequenceClassification
 from cclm_hf.conversion import (
     config_from_original,
     convert_original_checkpoint,
     resize_relative_position_bias_table,
 )
+from cclm_hf.losses import contrastive_loss
 
 
 ATOL, RTOL = 1e-5, 1e-4
@@ -53,7 +54,7 @@ def assert_all_outputs_match(expected: dict, produced: dict) -> None:
         got = produced[key].detach()
         assert got.shape == want.shape, f"{key}: shape {tuple(got.shape)} != {tuple(want.shape)}"
         if want.is_floating_point():
-            torch.testing.assert_close(got.float(), want, atol=ATOL, rtol=RTOL, msg=lambda m: f"{key}: {m}")
+            torch.testing.assert_close(got.float(), want, atol=ATOL, rtol=RTOL, msg=lambda m, key=key: f"{key}: {m}")
         else:
             assert torch.equal(got.to(want.dtype), want), f"{key}: {got} != {want}"
 
@@ -213,3 +214,149 @@ def test_retrieval_resize_parity(parity_dir, tmp_path, reloaded):
         )
     assert_all_outputs_match(expected, produced)
 
+
+def pretraining_outputs(model: CCLMForPreTraining, inputs, expected) -> dict[str, torch.Tensor]:
+    """Everything the `pretrain` fixture records, from the four batch types of the original."""
+    produced = {"temp": model.cclm.temperature}
+    normalize = torch.nn.functional.normalize
+
+    # image-caption batch with a second caption (ITC averaged over both, TTC between them)
+    image = model.cclm.get_image_features(inputs["mm_image"]).last_hidden_state
+    text = model.cclm.get_text_features(inputs["mm_text_ids"], inputs["mm_text_atts"]).last_hidden_state
+    text_2 = model.cclm.get_text_features(inputs["mm_text_ids_2"], inputs["mm_text_atts_2"]).last_hidden_state
+    image_feat = normalize(model.cclm.vision_projection(image[:, 0]), dim=-1)
+    text_feat = normalize(model.cclm.text_projection(text[:, 0]), dim=-1)
+    text_feat_2 = normalize(model.cclm.text_projection(text_2[:, 0]), dim=-1)
+    produced.update(
+        mm_image_embeds=image,
+        mm_text_embeds=text,
+        mm_text_embeds_2=text_2,
+        mm_image_feat=image_feat,
+        mm_text_feat=text_feat,
+        mm_text_feat_2=text_feat_2,
+        mm_sim_i2t=image_feat @ text_feat.t(),
+        mm_sim_t2t2=text_feat @ text_feat_2.t(),
+        mm_itm_logits_all_pairs=all_pairs_itm_logits(model, image, text, inputs["mm_text_atts"]),
+        mm_loss_itc_image_text=contrastive_loss(image_feat, text_feat, model.cclm.temperature),
+        mm_loss_itc_image_text2=contrastive_loss(image_feat, text_feat_2, model.cclm.temperature),
+    )
+    out = model(
+        inputs["mm_text_ids"],
+        inputs["mm_text_atts"],
+        masked_input_ids=inputs["mm_text_ids_masked"],
+        masked_positions=inputs["mm_masked_pos"],
+        masked_labels=inputs["mm_masked_ids"],
+        pixel_values=inputs["mm_image"],
+        input_ids_2=inputs["mm_text_ids_2"],
+        attention_mask_2=inputs["mm_text_atts_2"],
+        negative_image_indices=expected["mm_itm_neg_image_idx"],
+        negative_text_indices=expected["mm_itm_neg_text_idx"],
+    )
+    produced.update(
+        mm_mlm_logits=out.mlm_logits,
+        mm_loss_itc=out.itc_loss,
+        mm_loss_itm=out.itm_loss,
+        mm_loss_mlm=out.mlm_loss,
+        mm_loss_ttc=out.ttc_loss,
+        mm_itm_neg_image_idx=out.negative_image_indices,
+        mm_itm_neg_text_idx=out.negative_text_indices,
+        mm_itm_logits_for_loss=out.itm_logits,
+    )
+    torch.testing.assert_close(out.loss, out.itc_loss + out.itm_loss + out.mlm_loss + out.ttc_loss)
+
+    # region batch: region-pooled tokens, region cross-attention masks, box regression
+    region, whole = model.get_region_features(
+        inputs["rg_image"], inputs["rg_idx_to_group_img"], inputs["rg_image_atts"]
+    )
+    region_text = model.cclm.get_text_features(inputs["rg_text_ids"], inputs["rg_text_atts"]).last_hidden_state
+    out = model(
+        inputs["rg_text_ids"],
+        inputs["rg_text_atts"],
+        masked_input_ids=inputs["rg_text_ids_masked"],
+        masked_positions=inputs["rg_masked_pos"],
+        masked_labels=inputs["rg_masked_ids"],
+        pixel_values=inputs["rg_image"],
+        image_index=inputs["rg_idx_to_group_img"],
+        region_mask=inputs["rg_image_atts"],
+        target_boxes=inputs["rg_target_bbox"],
+        is_whole_image=inputs["rg_is_image"],
+        negative_image_indices=expected["rg_itm_neg_image_idx"],
+        negative_text_indices=expected["rg_itm_neg_text_idx"],
+    )
+    produced.update(
+        rg_image_embeds=region,
+        rg_image_embeds_fullatts=whole,
+        rg_text_embeds=region_text,
+        rg_image_feat=normalize(model.cclm.vision_projection(region[:, 0]), dim=-1),
+        rg_text_feat=normalize(model.cclm.text_projection(region_text[:, 0]), dim=-1),
+        rg_output_coord=out.predicted_boxes,
+        rg_loss_itc=out.itc_loss,
+        rg_loss_itm=out.itm_loss,
+        rg_loss_mlm=out.mlm_loss,
+        rg_loss_bbox=out.bbox_loss,
+        rg_loss_giou=out.giou_loss,
+        rg_itm_neg_image_idx=out.negative_image_indices,
+        rg_itm_neg_text_idx=out.negative_text_indices,
+        rg_itm_logits_for_loss=out.itm_logits,
+    )
+
+    # parallel-text batch: TTC + TTM + MLM conditioned on the translation
+    sentence = model.cclm.get_text_features(inputs["pt_text_ids"], inputs["pt_text_atts"]).last_hidden_state
+    translation = model.cclm.get_text_features(inputs["pt_text_ids_2"], inputs["pt_text_atts_2"]).last_hidden_state
+    out = model(
+        inputs["pt_text_ids"],
+        inputs["pt_text_atts"],
+        masked_input_ids=inputs["pt_text_ids_masked"],
+        masked_positions=inputs["pt_masked_pos"],
+        masked_labels=inputs["pt_masked_ids"],
+        input_ids_2=inputs["pt_text_ids_2"],
+        attention_mask_2=inputs["pt_text_atts_2"],
+        negative_image_indices=expected["pt_ttm_neg_text_idx"],
+        negative_text_indices=expected["pt_ttm_neg_text2_idx"],
+    )
+    produced.update(
+        pt_text_embeds=sentence,
+        pt_text_embeds_2=translation,
+        pt_text_feat=normalize(model.cclm.text_projection(sentence[:, 0]), dim=-1),
+        pt_text_feat_2=normalize(model.cclm.text_projection(translation[:, 0]), dim=-1),
+        pt_mlm_logits=out.mlm_logits,
+        pt_loss_ttc=out.ttc_loss,
+        pt_loss_ttm=out.ttm_loss,
+        pt_loss_mlm=out.mlm_loss,
+        pt_ttm_neg_text_idx=out.negative_image_indices,
+        pt_ttm_neg_text2_idx=out.negative_text_indices,
+        pt_ttm_logits_for_loss=out.itm_logits,
+    )
+
+    # translation-LM variant: the masked pair is one sequence through all layers, no cross-attention
+    out = model(
+        inputs["tlm_text_ids"],
+        inputs["tlm_text_atts"],
+        masked_input_ids=inputs["tlm_text_ids_masked"],
+        masked_positions=inputs["tlm_masked_pos"],
+        masked_labels=inputs["tlm_masked_ids"],
+        masked_attention_mask=inputs["tlm_text_atts_masked"],
+        input_ids_2=inputs["tlm_text_ids_2"],
+        attention_mask_2=inputs["tlm_text_atts_2"],
+    )
+    assert out.ttm_loss is None and out.itm_logits is None
+    produced.update(tlm_mlm_logits=out.mlm_logits, tlm_loss_ttc=out.ttc_loss, tlm_loss_mlm=out.mlm_loss)
+    return produced
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize("reloaded", [False, True], ids=["converted", "reloaded"])
+def test_pretraining_parity(parity_dir, tmp_path, attn_implementation, reloaded):
+    config, state_dict, inputs, expected = load_fixture(parity_dir, "pretrain")
+    config._attn_implementation = attn_implementation
+    model, report = convert_original_checkpoint(state_dict, config, head="pretraining")
+    assert sorted(report.dropped_tied) == [
+        "text_encoder.cls.predictions.decoder.bias",
+        "text_encoder.cls.predictions.decoder.weight",
+    ]
+    if reloaded:
+        model = reload(model, tmp_path, CCLMForPreTraining, attn_implementation)
+    assert model.mlm_head.decoder.weight is model.cclm.get_input_embeddings().weight
+    with torch.no_grad():
+        produced = pretraining_outputs(model, inputs, expected)
+    assert_all_outputs_match(expected, produced)

@@ -1,22 +1,11 @@
 """Tests for the scipy-free port of CCLM's interpolate_relative_pos_embed (Swin relative position bias tables)."""
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from cclm_hf.conversion.relative_position import _not_a_knot_matrix, resize_relative_position_bias_table
-
-
-PARITY_DIR = Path(os.environ.get("CCLM_PARITY_DIR", Path(__file__).resolve().parents[2] / "shared" / "parity"))
-RESIZE_DIR = PARITY_DIR / "retrieval_resize"
-
-requires_fixture = pytest.mark.skipif(
-    not RESIZE_DIR.is_dir(), reason=f"parity fixture not found at {RESIZE_DIR} (set CCLM_PARITY_DIR)"
-)
 
 
 def reference_offsets(src_side: int, dst_side: int) -> np.ndarray:
@@ -85,11 +74,10 @@ FIXTURE_CASES = [
 ]  # 7x7 -> 9x9, as done by load_pretrained
 
 
-@requires_fixture
 @pytest.mark.parametrize("src_file,src_key,dst_key", FIXTURE_CASES)
-def test_matches_original_fixture(src_file, src_key, dst_key):
-    src = load_file(RESIZE_DIR / f"{src_file}.safetensors")[src_key]
-    expected = load_file(RESIZE_DIR / "outputs.safetensors")[dst_key or src_key]
+def test_matches_original_fixture(parity_dir, src_file, src_key, dst_key):
+    src = load_file(parity_dir / "retrieval_resize" / f"{src_file}.safetensors")[src_key]
+    expected = load_file(parity_dir / "retrieval_resize" / "outputs.safetensors")[dst_key or src_key]
 
     out = resize_relative_position_bias_table(src, expected.shape[0])
 
@@ -98,9 +86,8 @@ def test_matches_original_fixture(src_file, src_key, dst_key):
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-4)
 
 
-@requires_fixture
-def test_equal_size_returns_copy():
-    src = load_file(RESIZE_DIR / "inputs.safetensors")["relpos_table_w7"]
+def test_equal_size_returns_copy(parity_dir):
+    src = load_file(parity_dir / "retrieval_resize" / "inputs.safetensors")["relpos_table_w7"]
     out = resize_relative_position_bias_table(src, src.shape[0])
     torch.testing.assert_close(out, src, atol=0, rtol=0)
     assert out.data_ptr() != src.data_ptr()
@@ -150,20 +137,6 @@ def test_keeps_values_at_shared_offsets(src_side, dst_side):
     torch.testing.assert_close(
         dst_grid[:, dc - 1 : dc + 2, dc - 1 : dc + 2], src_grid[:, sc - 1 : sc + 2, sc - 1 : sc + 2]
     )
-
-
-@pytest.mark.parametrize("src_side,dst_side", [(7, 9), (13, 23), (7, 11)])
-def test_matches_scipy_bicubic_spline(src_side, dst_side):
-    interpolate = pytest.importorskip("scipy.interpolate")
-    table = torch.randn(src_side**2, 3)
-    src = reference_offsets(src_side, dst_side)
-    dst = target_offsets(dst_side)
-
-    out = resize_relative_position_bias_table(table, dst_side**2)
-
-    grid = table.t().reshape(3, src_side, src_side).double().numpy()
-    expected = np.stack([interpolate.RectBivariateSpline(src, src, z, kx=3, ky=3, s=0)(dst, dst) for z in grid])
-    torch.testing.assert_close(out, table_from_grid(expected).float(), atol=1e-5, rtol=1e-4)
 
 
 def test_dtype_and_input_untouched():

@@ -66,7 +66,9 @@ def _run_convert(args: argparse.Namespace) -> None:
         overrides = {"num_labels": args.num_labels} if args.num_labels else {}
         config = CCLMConfig.from_preset(args.preset, **overrides)
     else:
-        config = config_from_original_files(args.original_config, args.vision_config, args.text_config, args.num_labels)
+        config = config_from_original_files(
+            args.original_config, args.vision_config, args.text_config, args.num_labels
+        )
     if args.image_size or args.window_size:
         config = with_image_size(config, args.image_size or config.image_size, args.window_size)
 

@@ -80,6 +80,8 @@ class CCLMConfig(PreTrainedConfig):
             Width of the shared contrastive space (`vision_projection`, `text_projection`).
         temperature_init_value (`float`, *optional*, defaults to 0.07):
             Initial value of the learnable contrastive temperature (logits = cosine / temperature).
+        tie_word_embeddings (`bool`, *optional*, defaults to `True`):
+            Tie the masked-LM decoder of [`CCLMForPreTraining`] to the word embeddings, as the original does.
 
     Example:
 
@@ -98,6 +100,7 @@ class CCLMConfig(PreTrainedConfig):
     projection_dim: int = 256
     temperature_init_value: float = 0.07
     initializer_range: float = 0.02
+    tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)

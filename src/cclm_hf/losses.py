@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torchvision.ops import box_convert, generalized_box_iou_loss
 
 
 class _AllGatherWithLocalGradient(torch.autograd.Function):
@@ -128,7 +129,40 @@ def matching_loss(positive_logits: torch.Tensor, negative_logits: torch.Tensor) 
     return F.cross_entropy(logits, labels)
 
 
+def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the masked slots `[B, M, V]` / `[B, M]`; padded slots carry the label -100."""
+    return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+
+
+def box_losses(
+    predicted: torch.Tensor, target: torch.Tensor, is_whole_image: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """L1 and generalised-IoU losses of `(cx, cy, w, h)` boxes in `[0, 1]`, summed and divided by the region count.
+
+    Rows with `is_whole_image == 1` (captions of the whole image inside a region batch) count in neither sum nor
+    divisor. As in the original (X-VLM), if any box is degenerate the GIoU term is zero for the whole batch.
+    """
+    l1 = F.l1_loss(predicted, target, reduction="none").sum(dim=1)
+    predicted_xyxy = box_convert(predicted, "cxcywh", "xyxy")
+    target_xyxy = box_convert(target, "cxcywh", "xyxy")
+    degenerate = (predicted_xyxy[:, 2:] < predicted_xyxy[:, :2]).any() or (
+        target_xyxy[:, 2:] < target_xyxy[:, :2]
+    ).any()
+    if degenerate:
+        giou = torch.zeros_like(l1)
+    else:
+        giou = generalized_box_iou_loss(predicted_xyxy, target_xyxy, reduction="none")
+    if is_whole_image is None:
+        num_regions = torch.tensor(float(target.shape[0]), device=target.device)
+    else:
+        weights = 1 - is_whole_image.to(l1.dtype)
+        l1, giou, num_regions = l1 * weights, giou * weights, weights.sum()
+    return l1.sum() / num_regions, giou.sum() / num_regions
+
+
 __all__ = [
+    "box_losses",
+    "masked_lm_loss",
     "contrastive_loss",
     "gather_features",
     "matching_loss",

@@ -17,12 +17,13 @@ from transformers.models.xlm_roberta.modeling_xlm_roberta import (
     XLMRobertaAttention,
     XLMRobertaIntermediate,
     XLMRobertaLayer,
+    XLMRobertaLMHead,
     XLMRobertaOutput,
 )
 from transformers.utils import ModelOutput, logging
 
 from .configuration_cclm import CCLMConfig, CCLMTextConfig
-from .losses import contrastive_loss, matching_loss, sample_hard_negatives
+from .losses import box_losses, contrastive_loss, masked_lm_loss, matching_loss, sample_hard_negatives
 
 
 logger = logging.get_logger(__name__)
@@ -101,6 +102,60 @@ class CCLMImageTextRetrievalOutput(ModelOutput):
     image_embeds: torch.FloatTensor | None = None
 
 
+@dataclass
+class CCLMForPreTrainingOutput(ModelOutput):
+    r"""
+    Losses of one pre-training batch; the ones a batch type does not compute are `None`.
+
+    loss (`torch.FloatTensor` of shape `()`):
+        Sum of the computed losses below (all weights 1, as in the original).
+    itc_loss (`torch.FloatTensor` of shape `()`, *optional*):
+        Image(-region)-text contrastive loss; with a second caption, the mean over both captions.
+    itm_loss (`torch.FloatTensor` of shape `()`, *optional*):
+        Image(-region)-text matching loss with hard negatives.
+    mlm_loss (`torch.FloatTensor` of shape `()`, *optional*):
+        Conditional masked-LM loss: the masked text attends to the image, the region or the other sentence
+        (translation-LM batches: to nothing, the pair is one sequence).
+    ttc_loss (`torch.FloatTensor` of shape `()`, *optional*):
+        Text-text contrastive loss between a sentence and its translation (or two captions of one image).
+    ttm_loss (`torch.FloatTensor` of shape `()`, *optional*):
+        Text-text matching loss; the first sentence plays the image's role.
+    bbox_loss (`torch.FloatTensor` of shape `()`, *optional*):
+        L1 loss of the predicted region boxes.
+    giou_loss (`torch.FloatTensor` of shape `()`, *optional*):
+        Generalised-IoU loss of the predicted region boxes.
+    mlm_logits (`torch.FloatTensor` of shape `(batch_size, max_masks, vocab_size)`, *optional*):
+        Masked-LM logits at `masked_positions`.
+    itm_logits (`torch.FloatTensor` of shape `(3 * batch_size, 2)`, *optional*):
+        Matching logits behind `itm_loss` / `ttm_loss`: `B` positive pairs, then the `2B` negative pairs.
+    predicted_boxes (`torch.FloatTensor` of shape `(batch_size, 4)`, *optional*):
+        `(cx, cy, w, h)` in `[0, 1]` for region batches.
+    negative_image_indices (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+        Hard negative of each text on the image (or first-sentence) side.
+    negative_text_indices (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+        Hard negative of each image (or first sentence) on the text side.
+    """
+
+    loss: torch.FloatTensor | None = None
+    itc_loss: torch.FloatTensor | None = None
+    itm_loss: torch.FloatTensor | None = None
+    mlm_loss: torch.FloatTensor | None = None
+    ttc_loss: torch.FloatTensor | None = None
+    ttm_loss: torch.FloatTensor | None = None
+    bbox_loss: torch.FloatTensor | None = None
+    giou_loss: torch.FloatTensor | None = None
+    mlm_logits: torch.FloatTensor | None = None
+    itm_logits: torch.FloatTensor | None = None
+    predicted_boxes: torch.FloatTensor | None = None
+    negative_image_indices: torch.LongTensor | None = None
+    negative_text_indices: torch.LongTensor | None = None
+
+    @property
+    def loss_breakdown(self) -> dict[str, float]:
+        """The computed losses as floats, for logging."""
+        return {name: value.item() for name, value in self.items() if name.endswith("_loss") and value is not None}
+
+
 class CCLMTextEmbeddings(nn.Module):
     """Word + token-type + absolute position embeddings, LayerNorm, dropout (XLM-R parameter names).
 
@@ -165,15 +220,17 @@ class CCLMFusionLayer(GradientCheckpointingLayer):
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None,
-        encoder_hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None,
         encoder_attention_mask: torch.Tensor | None,
     ) -> torch.Tensor:
         hidden_states, _ = self.attention(hidden_states, attention_mask)
-        hidden_states, _ = self.crossattention(
-            hidden_states,
-            encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_attention_mask,
-        )
+        # without another view (e.g. translation-LM batches) the layer is a plain encoder layer, as in the original
+        if encoder_hidden_states is not None:
+            hidden_states, _ = self.crossattention(
+                hidden_states,
+                encoder_hidden_states=encoder_hidden_states,
+                encoder_attention_mask=encoder_attention_mask,
+            )
         return self.output(self.intermediate(hidden_states), hidden_states)
 
 
@@ -193,7 +250,9 @@ class CCLMTextEncoder(nn.Module):
         position_ids: torch.LongTensor | None = None,
     ) -> BaseModelOutput:
         hidden_states = self.embeddings(input_ids, position_ids=position_ids)
-        mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask)
+        mask = create_bidirectional_mask(
+            config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask
+        )
         for layer in self.layers:
             hidden_states = layer(hidden_states, mask)
         return BaseModelOutput(last_hidden_state=hidden_states)
@@ -211,18 +270,20 @@ class CCLMFusionEncoder(nn.Module):
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None,
-        encoder_hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None,
         encoder_attention_mask: torch.Tensor | None = None,
     ) -> BaseModelOutput:
         self_mask = create_bidirectional_mask(
             config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask
         )
-        cross_mask = create_bidirectional_mask(
-            config=self.config,
-            inputs_embeds=hidden_states,
-            attention_mask=encoder_attention_mask,
-            encoder_hidden_states=encoder_hidden_states,
-        )
+        cross_mask = None
+        if encoder_hidden_states is not None:
+            cross_mask = create_bidirectional_mask(
+                config=self.config,
+                inputs_embeds=hidden_states,
+                attention_mask=encoder_attention_mask,
+                encoder_hidden_states=encoder_hidden_states,
+            )
         for layer in self.layers:
             hidden_states = layer(hidden_states, self_mask, encoder_hidden_states, cross_mask)
         return BaseModelOutput(last_hidden_state=hidden_states)
@@ -341,7 +402,7 @@ class CCLMModel(CCLMPreTrainedModel):
         self,
         text_hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None,
-        encoder_hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None,
         encoder_attention_mask: torch.Tensor | None = None,
     ) -> BaseModelOutput:
         """Run the fusion layers.
@@ -350,7 +411,8 @@ class CCLMModel(CCLMPreTrainedModel):
             text_hidden_states: `[B, L, hidden]` states of the text-only layers (`get_text_features`).
             attention_mask: `[B, L]` padding mask of that text (1 = token).
             encoder_hidden_states: `[B, N, cross_attention_hidden_size]` the other view: image tokens from
-                `get_image_features`, or another sentence's text-only states.
+                `get_image_features`, or another sentence's text-only states. `None` skips the cross-attention (the
+                layers then continue the text encoder, as for translation-LM batches).
             encoder_attention_mask: `[B, N]` mask of the other view; `None` attends to every position.
 
         Returns:
@@ -388,14 +450,28 @@ class CCLMModel(CCLMPreTrainedModel):
         )
 
 
-class CCLMForImageTextRetrieval(CCLMPreTrainedModel):
-    """CCLM with the image-text matching head: contrastive ranking, ITM re-ranking and the retrieval loss."""
+def select_negative_pairs(
+    image_states: torch.Tensor,
+    image_mask: torch.Tensor | None,
+    text_states: torch.Tensor,
+    text_mask: torch.Tensor,
+    negative_image_indices: torch.LongTensor,
+    negative_text_indices: torch.LongTensor,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """The `2B` negative pairs of the original matching loss, aligned row by row.
 
-    def __init__(self, config: CCLMConfig):
-        super().__init__(config)
-        self.cclm = CCLMModel(config)
-        self.itm_head = CCLMMLPHead(config.text_config.hidden_size, 2)
-        self.post_init()
+    Rows `[0, B)` pair image `negative_image_indices[b]` with text `b`; rows `[B, 2B)` pair image `b` with text
+    `negative_text_indices[b]`. Returns `(image_states, image_mask, text_states, text_mask)` of those pairs.
+    """
+    images = torch.cat([image_states[negative_image_indices], image_states])
+    masks = None if image_mask is None else torch.cat([image_mask[negative_image_indices], image_mask])
+    texts = torch.cat([text_states, text_states[negative_text_indices]])
+    text_masks = torch.cat([text_mask, text_mask[negative_text_indices]])
+    return images, masks, texts, text_masks
+
+
+class CCLMMatchingMixin:
+    """Image-text matching with `self.itm_head` on top of `self.cclm` (retrieval and pre-training heads)."""
 
     def get_itm_logits(
         self,
@@ -409,8 +485,40 @@ class CCLMForImageTextRetrieval(CCLMPreTrainedModel):
         Takes the tokens of `get_image_features` and the text-only states of `get_text_features`, so a ranking can
         encode each image and text once and fuse only the candidate pairs.
         """
-        fused = self.cclm.fuse_views(text_hidden_states, text_attention_mask, image_hidden_states, image_attention_mask)
+        fused = self.cclm.fuse_views(
+            text_hidden_states, text_attention_mask, image_hidden_states, image_attention_mask
+        )
         return self.itm_head(fused.last_hidden_state[:, 0])
+
+    def get_itm_negative_logits(
+        self,
+        image_hidden_states: torch.Tensor,
+        image_attention_mask: torch.Tensor | None,
+        text_hidden_states: torch.Tensor,
+        text_attention_mask: torch.Tensor,
+        negative_image_indices: torch.LongTensor,
+        negative_text_indices: torch.LongTensor,
+    ) -> torch.Tensor:
+        """Matching logits `[2B, 2]` of the negative pairs described in `select_negative_pairs`."""
+        images, image_masks, texts, text_masks = select_negative_pairs(
+            image_hidden_states,
+            image_attention_mask,
+            text_hidden_states,
+            text_attention_mask,
+            negative_image_indices,
+            negative_text_indices,
+        )
+        return self.get_itm_logits(images, texts, text_masks, image_masks)
+
+
+class CCLMForImageTextRetrieval(CCLMMatchingMixin, CCLMPreTrainedModel):
+    """CCLM with the image-text matching head: contrastive ranking, ITM re-ranking and the retrieval loss."""
+
+    def __init__(self, config: CCLMConfig):
+        super().__init__(config)
+        self.cclm = CCLMModel(config)
+        self.itm_head = CCLMMLPHead(config.text_config.hidden_size, 2)
+        self.post_init()
 
     def forward(
         self,
@@ -456,10 +564,8 @@ class CCLMForImageTextRetrieval(CCLMPreTrainedModel):
                 )
             itc_loss = contrastive_loss(image_embeds, text_embeds, temperature, image_ids)
             text_mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-            itm_negative_logits = self.get_itm_logits(
-                torch.cat([image_tokens[negative_image_indices], image_tokens]),
-                torch.cat([text_states, text_states[negative_text_indices]]),
-                torch.cat([text_mask, text_mask[negative_text_indices]]),
+            itm_negative_logits = self.get_itm_negative_logits(
+                image_tokens, None, text_states, text_mask, negative_image_indices, negative_text_indices
             )
             itm_loss = matching_loss(itm_logits, itm_negative_logits)
             loss = itc_loss + itm_loss
@@ -510,8 +616,304 @@ class CCLMForSequenceClassification(CCLMPreTrainedModel):
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
+class CCLMForPreTraining(CCLMMatchingMixin, CCLMPreTrainedModel):
+    """CCLM with the pre-training heads (ITM, masked LM tied to the word embeddings, box regression).
+
+    `forward` computes the losses of one batch of one of the three streams of the original, chosen by the inputs:
+
+    - image-caption batch: `pixel_values` + caption (`input_ids`, masked copy): ITC + ITM + conditional MLM; with a
+      second caption of the same images (`input_ids_2`) also TTC and an ITC averaged over both captions;
+    - region batch: additionally `image_index`, `region_mask`, `target_boxes`, `is_whole_image`: the same losses on
+      the region-pooled image tokens with the region as cross-attention mask, plus box L1 + GIoU;
+    - parallel-text batch: no `pixel_values`; sentence (`input_ids`) and translation (`input_ids_2`): TTC + TTM +
+      conditional MLM (the masked sentence attends to the translation's text-only states); with
+      `masked_attention_mask` the masked input is the translation-LM concatenation `<s> A </s> B </s>` instead, and
+      the losses are TTC + MLM (no TTM), as with the original's `use_tlm`.
+    """
+
+    _tied_weights_keys = {
+        "mlm_head.decoder.weight": "cclm.text_model.embeddings.word_embeddings.weight",
+        "mlm_head.decoder.bias": "mlm_head.bias",
+    }
+
+    def __init__(self, config: CCLMConfig):
+        super().__init__(config)
+        self.cclm = CCLMModel(config)
+        hidden_size = config.text_config.hidden_size
+        self.itm_head = CCLMMLPHead(hidden_size, 2)
+        self.bbox_head = CCLMMLPHead(hidden_size, 4)
+        self.mlm_head = XLMRobertaLMHead(config.text_config)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.mlm_head.decoder
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.mlm_head.decoder = new_embeddings
+
+    def get_mlm_logits(
+        self,
+        masked_input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None,
+        masked_positions: torch.LongTensor,
+        encoder_hidden_states: torch.Tensor | None,
+        encoder_attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Masked-LM logits `[B, M, V]` at `masked_positions` `[B, M]`: all layers, cross-attending to the other view.
+
+        Only the masked positions go through the vocabulary projection.
+        """
+        text_states = self.cclm.get_text_features(masked_input_ids, attention_mask).last_hidden_state
+        fused = self.cclm.fuse_views(text_states, attention_mask, encoder_hidden_states, encoder_attention_mask)
+        index = masked_positions.unsqueeze(-1).expand(-1, -1, fused.last_hidden_state.shape[-1])
+        return self.mlm_head(torch.gather(fused.last_hidden_state, 1, index))
+
+    def predict_boxes(
+        self, image_hidden_states: torch.Tensor, text_hidden_states: torch.Tensor, text_attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """`(cx, cy, w, h)` in `[0, 1]` of the region each text describes, from the text fused with the whole image."""
+        fused = self.cclm.fuse_views(text_hidden_states, text_attention_mask, image_hidden_states)
+        return self.bbox_head(fused.last_hidden_state[:, 0]).sigmoid()
+
+    def get_region_features(
+        self, pixel_values: torch.FloatTensor, image_index: torch.LongTensor, region_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image tokens per text of a region batch.
+
+        Args:
+            pixel_values: `[N_images, 3, H, W]`.
+            image_index: `[B]` the image each text belongs to.
+            region_mask: `[B, 1 + P]` 1 for the pooled token and the patches inside the region (all ones for texts
+                about the whole image).
+
+        Returns:
+            `(region_tokens, image_tokens)`, both `[B, 1 + P, D]`: the first with the pooled token replaced by the
+            mean over the region's patches, the second the whole image's tokens.
+        """
+        image_tokens = self.cclm.get_image_features(pixel_values).last_hidden_state[image_index]
+        patch_weights = region_mask[:, 1:].unsqueeze(-1).to(image_tokens.dtype)
+        region_pooled = (patch_weights * image_tokens[:, 1:]).sum(dim=1) / patch_weights.sum(dim=1)
+        region_tokens = torch.cat([region_pooled.unsqueeze(1), image_tokens[:, 1:]], dim=1)
+        return region_tokens, image_tokens
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor,
+        masked_input_ids: torch.LongTensor | None = None,
+        masked_positions: torch.LongTensor | None = None,
+        masked_labels: torch.LongTensor | None = None,
+        masked_attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        image_index: torch.LongTensor | None = None,
+        region_mask: torch.Tensor | None = None,
+        target_boxes: torch.FloatTensor | None = None,
+        is_whole_image: torch.LongTensor | None = None,
+        input_ids_2: torch.LongTensor | None = None,
+        attention_mask_2: torch.Tensor | None = None,
+        negative_image_indices: torch.LongTensor | None = None,
+        negative_text_indices: torch.LongTensor | None = None,
+    ) -> CCLMForPreTrainingOutput:
+        r"""
+        masked_input_ids (`torch.LongTensor` of shape `(batch_size, length)`, *optional*):
+            `input_ids` with masking applied (see `cclm_hf.data.masking`); without it no MLM loss is computed.
+        masked_positions (`torch.LongTensor` of shape `(batch_size, max_masks)`, *optional*):
+            Masked positions, padded with 0.
+        masked_labels (`torch.LongTensor` of shape `(batch_size, max_masks)`, *optional*):
+            Original ids at `masked_positions`, padded with -100.
+        masked_attention_mask (`torch.Tensor` of shape `(batch_size, masked_length)`, *optional*):
+            Parallel-text batches only: the masked input is the translation-LM concatenation with this mask.
+        image_index, region_mask, target_boxes, is_whole_image (*optional*):
+            Region batches: see `get_region_features`; boxes `(cx, cy, w, h)` in `[0, 1]`; `is_whole_image` marks
+            texts about the whole image (no box loss).
+        input_ids_2, attention_mask_2 (*optional*):
+            The translation (parallel-text batches) or a second caption of the same images (image batches).
+        negative_image_indices, negative_text_indices (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            Hard negatives to use instead of sampling them (reproducible losses).
+        """
+        # the original clamps the temperature in place at every step
+        with torch.no_grad():
+            self.cclm.temperature.clamp_(0.001, 0.5)
+        if (negative_image_indices is None) != (negative_text_indices is None):
+            raise ValueError("Pass both negative_image_indices and negative_text_indices, or neither.")
+        if pixel_values is None:
+            if input_ids_2 is None:
+                raise ValueError("A batch without pixel_values is a parallel-text batch and needs input_ids_2.")
+            return self._parallel_text_losses(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                input_ids_2=input_ids_2,
+                attention_mask_2=attention_mask_2,
+                masked_input_ids=masked_input_ids,
+                masked_positions=masked_positions,
+                masked_labels=masked_labels,
+                masked_attention_mask=masked_attention_mask,
+                negative_first_indices=negative_image_indices,
+                negative_second_indices=negative_text_indices,
+            )
+        return self._image_text_losses(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            pixel_values=pixel_values,
+            masked_input_ids=masked_input_ids,
+            masked_positions=masked_positions,
+            masked_labels=masked_labels,
+            image_index=image_index,
+            region_mask=region_mask,
+            target_boxes=target_boxes,
+            is_whole_image=is_whole_image,
+            input_ids_2=input_ids_2,
+            attention_mask_2=attention_mask_2,
+            negative_image_indices=negative_image_indices,
+            negative_text_indices=negative_text_indices,
+        )
+
+    def _matching(self, view_tokens, view_mask, view_embeds, text_states, text_mask, text_embeds, negatives):
+        """Matching logits of the `B` positive and `2B` hard-negative pairs, and the negatives used."""
+        negative_views, negative_texts = negatives
+        if negative_views is None:
+            negative_views, negative_texts = sample_hard_negatives(view_embeds, text_embeds, self.cclm.temperature)
+        positive_logits = self.get_itm_logits(view_tokens, text_states, text_mask, view_mask)
+        negative_logits = self.get_itm_negative_logits(
+            view_tokens, view_mask, text_states, text_mask, negative_views, negative_texts
+        )
+        return positive_logits, negative_logits, negative_views, negative_texts
+
+    def _image_text_losses(
+        self,
+        *,
+        input_ids,
+        attention_mask,
+        pixel_values,
+        masked_input_ids,
+        masked_positions,
+        masked_labels,
+        image_index,
+        region_mask,
+        target_boxes,
+        is_whole_image,
+        input_ids_2,
+        attention_mask_2,
+        negative_image_indices,
+        negative_text_indices,
+    ) -> CCLMForPreTrainingOutput:
+        temperature = self.cclm.temperature
+        is_region_batch = region_mask is not None
+        if is_region_batch:
+            image_tokens, whole_image_tokens = self.get_region_features(pixel_values, image_index, region_mask)
+        else:
+            image_tokens = self.cclm.get_image_features(pixel_values).last_hidden_state
+        text_states = self.cclm.get_text_features(input_ids, attention_mask).last_hidden_state
+        image_embeds = F.normalize(self.cclm.vision_projection(image_tokens[:, 0]), dim=-1)
+        text_embeds = F.normalize(self.cclm.text_projection(text_states[:, 0]), dim=-1)
+
+        itc_loss = contrastive_loss(image_embeds, text_embeds, temperature)
+        ttc_loss = None
+        if input_ids_2 is not None:
+            text_states_2 = self.cclm.get_text_features(input_ids_2, attention_mask_2).last_hidden_state
+            text_embeds_2 = F.normalize(self.cclm.text_projection(text_states_2[:, 0]), dim=-1)
+            itc_loss = (itc_loss + contrastive_loss(image_embeds, text_embeds_2, temperature)) / 2
+            ttc_loss = contrastive_loss(text_embeds, text_embeds_2, temperature)
+
+        positive_logits, negative_logits, negative_images, negative_texts = self._matching(
+            image_tokens,
+            region_mask,
+            image_embeds,
+            text_states,
+            attention_mask,
+            text_embeds,
+            (negative_image_indices, negative_text_indices),
+        )
+        itm_loss = matching_loss(positive_logits, negative_logits)
+
+        mlm_loss = mlm_logits = None
+        if masked_input_ids is not None:
+            mlm_logits = self.get_mlm_logits(
+                masked_input_ids, attention_mask, masked_positions, image_tokens, region_mask
+            )
+            mlm_loss = masked_lm_loss(mlm_logits, masked_labels)
+
+        bbox_loss = giou_loss = predicted_boxes = None
+        if is_region_batch and target_boxes is not None:
+            predicted_boxes = self.predict_boxes(whole_image_tokens, text_states, attention_mask)
+            bbox_loss, giou_loss = box_losses(predicted_boxes, target_boxes, is_whole_image)
+
+        return self._output(
+            itc_loss=itc_loss,
+            itm_loss=itm_loss,
+            mlm_loss=mlm_loss,
+            ttc_loss=ttc_loss,
+            bbox_loss=bbox_loss,
+            giou_loss=giou_loss,
+            mlm_logits=mlm_logits,
+            itm_logits=torch.cat([positive_logits, negative_logits]),
+            predicted_boxes=predicted_boxes,
+            negative_image_indices=negative_images,
+            negative_text_indices=negative_texts,
+        )
+
+    def _parallel_text_losses(
+        self,
+        *,
+        input_ids,
+        attention_mask,
+        input_ids_2,
+        attention_mask_2,
+        masked_input_ids,
+        masked_positions,
+        masked_labels,
+        masked_attention_mask,
+        negative_first_indices,
+        negative_second_indices,
+    ) -> CCLMForPreTrainingOutput:
+        states = self.cclm.get_text_features(input_ids, attention_mask).last_hidden_state
+        states_2 = self.cclm.get_text_features(input_ids_2, attention_mask_2).last_hidden_state
+        embeds = F.normalize(self.cclm.text_projection(states[:, 0]), dim=-1)
+        embeds_2 = F.normalize(self.cclm.text_projection(states_2[:, 0]), dim=-1)
+        ttc_loss = contrastive_loss(embeds, embeds_2, self.cclm.temperature)
+
+        if masked_attention_mask is not None:  # translation LM: one sequence, no other view, no matching
+            mlm_logits = self.get_mlm_logits(masked_input_ids, masked_attention_mask, masked_positions, None)
+            return self._output(
+                ttc_loss=ttc_loss, mlm_loss=masked_lm_loss(mlm_logits, masked_labels), mlm_logits=mlm_logits
+            )
+
+        # the first sentence plays the image's role: its states are the keys/values of the fusion layers
+        positive_logits, negative_logits, negative_first, negative_second = self._matching(
+            states,
+            attention_mask,
+            embeds,
+            states_2,
+            attention_mask_2,
+            embeds_2,
+            (negative_first_indices, negative_second_indices),
+        )
+        mlm_loss = mlm_logits = None
+        if masked_input_ids is not None:
+            mlm_logits = self.get_mlm_logits(
+                masked_input_ids, attention_mask, masked_positions, states_2, attention_mask_2
+            )
+            mlm_loss = masked_lm_loss(mlm_logits, masked_labels)
+        return self._output(
+            ttc_loss=ttc_loss,
+            ttm_loss=matching_loss(positive_logits, negative_logits),
+            mlm_loss=mlm_loss,
+            mlm_logits=mlm_logits,
+            itm_logits=torch.cat([positive_logits, negative_logits]),
+            negative_image_indices=negative_first,
+            negative_text_indices=negative_second,
+        )
+
+    @staticmethod
+    def _output(**fields) -> CCLMForPreTrainingOutput:
+        losses = [value for name, value in fields.items() if name.endswith("_loss") and value is not None]
+        return CCLMForPreTrainingOutput(loss=torch.stack(losses).sum(), **fields)
+
+
 __all__ = [
     "CCLMForImageTextRetrieval",
+    "CCLMForPreTraining",
+    "CCLMForPreTrainingOutput",
     "CCLMForSequenceClassification",
     "CCLMImageTextRetrievalOutput",
     "CCLMModel",

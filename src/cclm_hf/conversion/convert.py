@@ -19,6 +19,7 @@ from transformers.utils import logging
 from ..configuration_cclm import CCLMConfig
 from ..modeling_cclm import (
     CCLMForImageTextRetrieval,
+    CCLMForPreTraining,
     CCLMForSequenceClassification,
     CCLMModel,
     CCLMPreTrainedModel,
@@ -47,11 +48,13 @@ class ConversionTarget:
         heads: original MLP heads and the attribute that holds each one in `model_class`.
         unused_base_parameters: prefixes (relative to the base model) of parameters the head never reads; a
             checkpoint of a model without them (e.g. the original XVNLI model has no projections) still converts.
+        renames: other original key prefixes and their target prefixes (e.g. the masked-LM head).
     """
 
     model_class: type[CCLMPreTrainedModel]
     heads: tuple[OriginalHead, ...] = ()
     unused_base_parameters: tuple[str, ...] = ()
+    renames: tuple[tuple[str, str], ...] = ()
 
     @property
     def base_prefix(self) -> str:
@@ -61,6 +64,15 @@ class ConversionTarget:
 CONVERSION_TARGETS: dict[str, ConversionTarget] = {
     "base": ConversionTarget(CCLMModel),
     "retrieval": ConversionTarget(CCLMForImageTextRetrieval, heads=(OriginalHead("itm_head", "itm_head"),)),
+    "pretraining": ConversionTarget(
+        CCLMForPreTraining,
+        heads=(OriginalHead("itm_head", "itm_head"), OriginalHead("bbox_head", "bbox_head")),
+        renames=(
+            ("text_encoder.cls.predictions.transform.dense.", "mlm_head.dense."),
+            ("text_encoder.cls.predictions.transform.LayerNorm.", "mlm_head.layer_norm."),
+            ("text_encoder.cls.predictions.bias", "mlm_head.bias"),
+        ),
+    ),
     "classification": ConversionTarget(
         CCLMForSequenceClassification,
         heads=(OriginalHead("cls_head", "classifier"),),
@@ -78,6 +90,7 @@ class ConversionReport:
     """What a conversion did with each key, for logs and tests."""
 
     dropped_buffers: list[str] = field(default_factory=list)
+    dropped_tied: list[str] = field(default_factory=list)
     dropped_parts: list[str] = field(default_factory=list)
     resized: list[str] = field(default_factory=list)
     newly_initialized: list[str] = field(default_factory=list)
@@ -104,7 +117,9 @@ def load_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         ) from error
     state_dict = payload.get("model", payload) if isinstance(payload, dict) else payload
     if not isinstance(state_dict, dict):
-        raise CheckpointConversionError(f"{path}: expected a state dict or {{'model': state_dict}}, got {type(payload)}")
+        raise CheckpointConversionError(
+            f"{path}: expected a state dict or {{'model': state_dict}}, got {type(payload)}"
+        )
     not_tensors = [key for key, value in state_dict.items() if not isinstance(value, torch.Tensor)]
     if not_tensors:
         raise CheckpointConversionError(f"{path}: entries that are not tensors: {not_tensors[:10]}")
@@ -164,7 +179,13 @@ def convert_state_dict(
         if is_buffer_key(key):
             report.dropped_buffers.append(key)
             continue
+        if key in _MLM_DECODER_TIES:  # equal to their source (checked above), which is converted
+            report.dropped_tied.append(key)
+            continue
         new_key = next(filter(None, (rename_head_key(key, head) for head in target.heads)), None)
+        for old, new in target.renames:
+            if new_key is None and key.startswith(old):
+                new_key = new + key.removeprefix(old)
         if new_key is None:
             base_key = rename_base_key(key, num_text_layers)
             new_key = None if base_key is None else target.base_prefix + base_key
@@ -190,7 +211,8 @@ def convert_state_dict(
     optional = [f"{head.target_prefix}." for head in target.heads]
     optional += [target.base_prefix + name for name in target.unused_base_parameters]
     absent = tuple(prefix for prefix in optional if not any(key.startswith(prefix) for key in converted))
-    missing = [key for key in expected if key not in converted]
+    tied = set(model.all_tied_weights_keys)  # e.g. the MLM decoder, which shares the word embeddings
+    missing = [key for key in expected if key not in converted and key not in tied]
     report.newly_initialized = [key for key in missing if key.startswith(absent)]
     problems = [
         ("keys the conversion does not know", unknown),
@@ -198,7 +220,9 @@ def convert_state_dict(
         ("shape mismatches (check the configuration)", mismatched),
         ("target parameters the checkpoint does not provide", [k for k in missing if not k.startswith(absent)]),
     ]
-    message = "; ".join(f"{what}: {keys[:20]}{' ...' if len(keys) > 20 else ''} ({len(keys)})" for what, keys in problems if keys)
+    message = "; ".join(
+        f"{what}: {keys[:20]}{' ...' if len(keys) > 20 else ''} ({len(keys)})" for what, keys in problems if keys
+    )
     if message:
         raise CheckpointConversionError(f"cannot convert into {target.model_class.__name__}: {message}")
     return converted, report
@@ -215,7 +239,7 @@ def convert_original_checkpoint(
         checkpoint: a path (see `load_original_state_dict`) or an original state dict.
         config: the target architecture; its Swin window may differ from the checkpoint's, in which case every
             relative position bias table is resized with the original's scheme.
-        head: one of `CONVERSION_TARGETS` (`"base"`, `"retrieval"`, `"classification"`).
+        head: one of `CONVERSION_TARGETS` (`"base"`, `"retrieval"`, `"classification"`, `"pretraining"`).
 
     Returns:
         The model in eval mode and a report of dropped, resized and newly initialised keys.
@@ -230,12 +254,16 @@ def convert_original_checkpoint(
     model.load_state_dict(converted, strict=False)
 
     if report.dropped_parts:
-        parts = sorted({part for key in report.dropped_parts for part in _ORIGINAL_OPTIONAL_PARTS if key.startswith(part)})
+        parts = sorted(
+            {part for key in report.dropped_parts for part in _ORIGINAL_OPTIONAL_PARTS if key.startswith(part)}
+        )
         logger.info("Dropped %d keys of parts the %s model does not have: %s", len(report.dropped_parts), head, parts)
     if report.resized:
-        logger.info("Resized %d relative position bias tables to window %d", len(report.resized), config.vision_config.window_size)
-    if report.newly_initialized:
-        logger.warning(
-            "Newly initialised (not in the checkpoint; train before use): %s", report.newly_initialized
+        logger.info(
+            "Resized %d relative position bias tables to window %d",
+            len(report.resized),
+            config.vision_config.window_size,
         )
+    if report.newly_initialized:
+        logger.warning("Newly initialised (not in the checkpoint; train before use): %s", report.newly_initialized)
     return model.eval(), report

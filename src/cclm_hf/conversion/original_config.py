@@ -57,7 +57,9 @@ def config_from_original(
         num_labels: classification labels; defaults to the yaml's `num_labels` when present.
     """
     if task_config.get("use_clip_vit") or not task_config.get("use_swin", True):
-        raise ValueError("Only the Swin vision encoder of CCLM-3M/4M is supported (use_swin: True, use_clip_vit: False)")
+        raise ValueError(
+            "Only the Swin vision encoder of CCLM-3M/4M is supported (use_swin: True, use_clip_vit: False)"
+        )
     image_size = _require(vision_config, "image_res", "vision config")
     if "image_res" in task_config and task_config["image_res"] != image_size:
         raise ValueError(
