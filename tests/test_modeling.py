@@ -2,48 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+from model_factories import random_batch, tiny_config
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, pipeline
 from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaEmbeddings
 
-from cclm_hf import CCLMConfig, CCLMForImageTextRetrieval, CCLMForSequenceClassification, CCLMModel, CCLMTextConfig
-
-
-def tiny_config(**overrides) -> CCLMConfig:
-    """Vision width 48 (24 * 2) differs from the text width 32, so the cross-attention input width is exercised."""
-    config = {
-        "vision_config": {"image_size": 32, "embed_dim": 24, "depths": [1, 1], "num_heads": [2, 2], "window_size": 4},
-        "text_config": {
-            "vocab_size": 99,
-            "hidden_size": 32,
-            "num_hidden_layers": 4,
-            "num_fusion_layers": 2,
-            "num_attention_heads": 4,
-            "intermediate_size": 64,
-            "max_position_embeddings": 40,
-        },
-        "projection_dim": 16,
-        "num_labels": 3,
-    }
-    config.update(overrides)
-    return CCLMConfig(**config)
-
-
-def random_batch(config: CCLMConfig, batch_size: int = 3, length: int = 9, seed: int = 0):
-    generator = torch.Generator().manual_seed(seed)
-    input_ids = torch.randint(4, config.text_config.vocab_size, (batch_size, length), generator=generator)
-    input_ids[:, 0] = 0
-    attention_mask = torch.ones_like(input_ids)
-    attention_mask[1, 5:] = 0  # padded rows exercise the masks
-    attention_mask[2, 7:] = 0
-    input_ids[attention_mask == 0] = config.text_config.pad_token_id
-    pixel_values = torch.randn(batch_size, 3, config.image_size, config.image_size, generator=generator)
-    return input_ids, attention_mask, pixel_values
+from cclm_hf import (
+    CCLMConfig,
+    CCLMForImageTextRetrieval,
+    CCLMForSequenceClassification,
+    CCLMImageProcessor,
+    CCLMModel,
+    CCLMProcessor,
+    CCLMTextConfig,
+)
 
 
 def test_shapes_and_cross_attention_width():
@@ -225,3 +203,34 @@ def test_saved_folder_loads_with_remote_code_without_the_package(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "remote code OK transformers_modules" in result.stdout
+
+
+def test_every_saved_head_lists_all_auto_classes_for_remote_code(tmp_path):
+    model = CCLMForImageTextRetrieval(tiny_config())
+    model.save_pretrained(tmp_path)
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModel"] == "modeling_cclm.CCLMModel"
+    assert auto_map["AutoModelForZeroShotImageClassification"] == "modeling_cclm.CCLMForImageTextRetrieval"
+    assert {"modeling_cclm.py", "configuration_cclm.py", "losses.py"} <= {p.name for p in tmp_path.iterdir()}
+
+
+def test_zero_shot_image_classification_pipeline(tmp_path, tiny_tokenizer, natural_image):
+    config = tiny_config(text_config={**tiny_config().text_config.to_dict(), "vocab_size": len(tiny_tokenizer)})
+    CCLMForImageTextRetrieval(config).save_pretrained(tmp_path)
+    processor = CCLMProcessor(CCLMImageProcessor(size={"height": 32, "width": 32}), tiny_tokenizer)
+    processor.save_pretrained(tmp_path)
+    classifier = pipeline("zero-shot-image-classification", model=str(tmp_path))
+    assert isinstance(classifier.model, CCLMForImageTextRetrieval)
+    image = natural_image(40, 50)
+    labels = ["dog", "cat", "boat"]
+    result = classifier(image, candidate_labels=labels)
+
+    model = CCLMForImageTextRetrieval.from_pretrained(tmp_path).eval()
+    inputs = processor(
+        images=image, text=[f"This is a photo of {label}." for label in labels], padding=True, return_tensors="pt"
+    )
+    with torch.no_grad():
+        probabilities = model(**inputs).logits_per_image.softmax(dim=-1)[0]
+    assert {entry["label"]: entry["score"] for entry in result} == pytest.approx(
+        dict(zip(labels, probabilities.tolist(), strict=True)), abs=1e-5
+    )

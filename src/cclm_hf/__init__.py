@@ -6,6 +6,7 @@ from transformers import (
     AutoModel,
     AutoModelForPreTraining,
     AutoModelForSequenceClassification,
+    AutoModelForZeroShotImageClassification,
     AutoProcessor,
 )
 
@@ -33,6 +34,7 @@ AutoConfig.register(CCLMTextConfig.model_type, CCLMTextConfig)
 AutoModel.register(CCLMConfig, CCLMModel)
 AutoModelForSequenceClassification.register(CCLMConfig, CCLMForSequenceClassification)
 AutoModelForPreTraining.register(CCLMConfig, CCLMForPreTraining)
+AutoModelForZeroShotImageClassification.register(CCLMConfig, CCLMForImageTextRetrieval)
 AutoImageProcessor.register(
     CCLMConfig, image_processor_classes={"torchvision": CCLMImageProcessor, "pil": CCLMImageProcessorPil}
 )
@@ -44,6 +46,7 @@ CCLMConfig.register_for_auto_class()
 CCLMModel.register_for_auto_class("AutoModel")
 CCLMForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
 CCLMForPreTraining.register_for_auto_class("AutoModelForPreTraining")
+CCLMForImageTextRetrieval.register_for_auto_class("AutoModelForZeroShotImageClassification")
 CCLMImageProcessor.register_for_auto_class("AutoImageProcessor")
 CCLMProcessor.register_for_auto_class("AutoProcessor")
 

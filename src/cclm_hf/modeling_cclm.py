@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -303,6 +304,16 @@ class CCLMMLPHead(nn.Module):
         return self.dense_out(self.activation(self.layer_norm(self.dense_in(hidden_states))))
 
 
+# Every model class lives in this file, which `save_pretrained` copies next to the weights. Listing them all lets
+# any of these Auto classes load a saved folder with `trust_remote_code=True`, whichever head saved it.
+_REMOTE_CODE_AUTO_MAP = {
+    "AutoModel": "modeling_cclm.CCLMModel",
+    "AutoModelForPreTraining": "modeling_cclm.CCLMForPreTraining",
+    "AutoModelForSequenceClassification": "modeling_cclm.CCLMForSequenceClassification",
+    "AutoModelForZeroShotImageClassification": "modeling_cclm.CCLMForImageTextRetrieval",
+}
+
+
 class CCLMPreTrainedModel(PreTrainedModel):
     config: CCLMConfig
     config_class = CCLMConfig
@@ -315,6 +326,11 @@ class CCLMPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = False
     _supports_flex_attn = False
     _supports_attention_backend = True
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
+        if self._auto_class is not None:
+            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **_REMOTE_CODE_AUTO_MAP}
+        super().save_pretrained(save_directory, *args, **kwargs)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.base_model.text_model.embeddings.word_embeddings
@@ -525,15 +541,17 @@ class CCLMForImageTextRetrieval(CCLMMatchingMixin, CCLMPreTrainedModel):
         input_ids: torch.LongTensor,
         pixel_values: torch.FloatTensor,
         attention_mask: torch.Tensor | None = None,
-        use_itm_head: bool = True,
+        use_itm_head: bool = False,
         return_loss: bool = False,
         image_ids: torch.LongTensor | None = None,
         negative_image_indices: torch.LongTensor | None = None,
         negative_text_indices: torch.LongTensor | None = None,
     ) -> CCLMImageTextRetrievalOutput:
         r"""
-        use_itm_head (`bool`, *optional*, defaults to `True`):
-            Score the given pairs (image `b`, text `b`) with the matching head (`itm_logits`).
+        use_itm_head (`bool`, *optional*, defaults to `False`):
+            Also score the given pairs (image `b`, text `b`) with the matching head (`itm_logits`); needs as many
+            images as texts. The contrastive `logits_per_image` are always returned (any number of each), which is
+            what the zero-shot image classification pipeline reads.
         return_loss (`bool`, *optional*, defaults to `False`):
             Compute `itc_loss + itm_loss` with hard negatives drawn from the contrastive softmax of the local batch.
         image_ids (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
@@ -552,6 +570,11 @@ class CCLMForImageTextRetrieval(CCLMMatchingMixin, CCLMPreTrainedModel):
 
         itm_logits = None
         if use_itm_head or return_loss:
+            if image_tokens.shape[0] != text_states.shape[0]:
+                raise ValueError(
+                    f"use_itm_head and return_loss score aligned (image b, text b) pairs, but got "
+                    f"{image_tokens.shape[0]} images and {text_states.shape[0]} texts"
+                )
             itm_logits = self.get_itm_logits(image_tokens, text_states, attention_mask)
 
         loss = itc_loss = itm_loss = itm_negative_logits = None
