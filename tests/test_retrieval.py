@@ -58,7 +58,9 @@ def test_itm_rerank_scores_exactly_the_top_k_candidates():
     with torch.no_grad():
         for i in range(5):
             for j in range(5):
-                expected = model(input_ids[j : j + 1], pixel_values[i : i + 1], attention_mask[j : j + 1])
+                expected = model(
+                    input_ids[j : j + 1], pixel_values[i : i + 1], attention_mask[j : j + 1], use_itm_head=True
+                )
                 itm = expected.itm_logits[0, 1]
                 in_top_i2t = j in similarity[i].topk(2).indices.tolist()
                 in_top_t2i = i in similarity[:, j].topk(2).indices.tolist()
