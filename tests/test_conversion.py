@@ -12,8 +12,9 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
+from transformers import AutoModelForSequenceClassification, AutoProcessor
 
-from cclm_hf import CCLMConfig, CCLMForImageTextRetrieval
+from cclm_hf import CCLMConfig, CCLMForImageTextRetrieval, CCLMProcessor
 from cclm_hf.cli import main as cli_main
 from cclm_hf.conversion import (
     CheckpointConversionError,
@@ -211,3 +212,22 @@ def test_convert_help_documents_presets_heads_and_image_size():
     )
     for needle in ("cclm-base", "cclm-base-384", "retrieval", "classification", "--image-size", "relative-position"):
         assert needle in result.stdout, needle
+
+
+def test_cli_writes_a_processor_that_auto_processor_loads(tmp_path, parity_dir, tiny_tokenizer):
+    folder = parity_dir / "retrieval"
+    meta = json.loads((folder / "config.json").read_text())
+    task, _, _ = write_original_config_files(meta, tmp_path)
+    checkpoint = tmp_path / "checkpoint.safetensors"
+    save_file(load_file(folder / "original_state_dict.safetensors"), checkpoint)
+    tiny_tokenizer.save_pretrained(tmp_path / "tokenizer")
+    out_dir = tmp_path / "converted"
+    argv = ["convert", str(checkpoint), str(out_dir), "--original-config", str(task), "--head", "classification"]
+    assert cli_main([*argv, "--num-labels", "3", "--tokenizer", str(tmp_path / "tokenizer")]) == 0
+
+    processor = AutoProcessor.from_pretrained(out_dir)
+    assert isinstance(processor, CCLMProcessor)
+    assert processor.image_processor.size == {"height": 64, "width": 64}
+    assert processor.tokenizer.get_vocab() == tiny_tokenizer.get_vocab()
+    model = AutoModelForSequenceClassification.from_pretrained(out_dir)
+    assert model.config.num_labels == 3
