@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from collections import Counter
 from collections.abc import Iterable, Iterator
 
 from tokenizers import Regex, Tokenizer, pre_tokenizers
@@ -54,12 +56,32 @@ def _training_pre_tokenizer(split_cjk_characters: bool) -> pre_tokenizers.PreTok
     return pre_tokenizers.Sequence(steps)
 
 
+def _whole_word_vocab(texts: Iterable[str], split_cjk_characters: bool) -> list[tuple[str, float]]:
+    """Unigram pieces: every pre-tokenized word (log relative frequency) and, far less likely, every character."""
+    pre_tokenizer = _training_pre_tokenizer(split_cjk_characters)
+    words: Counter[str] = Counter()
+    for text in texts:
+        words.update(piece for piece, _ in pre_tokenizer.pre_tokenize_str(text))
+    if not words:
+        raise ValueError("Cannot build a vocabulary from an empty corpus")
+    total = sum(words.values())
+    characters = sorted({char for word in words for char in word} | {_METASPACE})
+    # a character costs more than any whole word, so Viterbi segments known words as one piece
+    character_score = math.log(1 / total) - 10.0
+    vocab = [(token, 0.0) for token in XLM_R_LEADING_SPECIAL_TOKENS]
+    vocab += [(word, math.log(count / total)) for word, count in sorted(words.items(), key=lambda item: -item[1])]
+    vocab += [(char, character_score) for char in characters if char not in words]
+    vocab.append((XLM_R_MASK_TOKEN, 0.0))
+    return vocab
+
+
 def train_xlm_roberta_tokenizer(
     texts: Iterable[str],
     vocab_size: int = 500,
     split_cjk_characters: bool = True,
     max_piece_length: int = 16,
     model_max_length: int = 512,
+    whole_words: bool = False,
 ) -> XLMRobertaTokenizer:
     """
     Train a small SentencePiece-style Unigram vocabulary on `texts` and wrap it as an [`XLMRobertaTokenizer`].
@@ -90,6 +112,11 @@ def train_xlm_roberta_tokenizer(
         model_max_length (`int`, *optional*, defaults to 512):
             The tokenizer's `model_max_length` (what `truncation=True` truncates to without `max_length`); 512 as for
             XLM-R (its 514 positions minus the padding offset).
+        whole_words (`bool`, *optional*, defaults to `False`):
+            Skip the Unigram trainer and make every pre-tokenized word of `texts` a piece (scored by its frequency),
+            plus every character as a fallback; `vocab_size` is then ignored. On a corpus with few distinct words
+            (a synthetic demo) the trainer falls back to single characters, which makes sequences several times
+            longer; whole words keep them short.
 
     Returns:
         [`XLMRobertaTokenizer`]: The trained tokenizer.
@@ -105,6 +132,11 @@ def train_xlm_roberta_tokenizer(
         for text in iterable:
             num_texts += 1
             yield text
+
+    if whole_words:
+        vocab = _whole_word_vocab(texts, split_cjk_characters)
+        logger.info(f"Built a whole-word vocabulary of {len(vocab)} pieces")
+        return XLMRobertaTokenizer(vocab=vocab, model_max_length=model_max_length)
 
     backend = Tokenizer(Unigram())
     backend.pre_tokenizer = _training_pre_tokenizer(split_cjk_characters)

@@ -1,0 +1,137 @@
+"""`Trainer` subclass for CCLM pre-training: mixed step types, original optimizer groups, loss breakdown, and
+checkpoints that are only used for resuming once completely written."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import Trainer, TrainerCallback
+from transformers.utils import logging
+
+from .optimization import DEFAULT_NEW_PARAMETER_PATTERNS, create_pretraining_optimizer
+
+
+logger = logging.get_logger(__name__)
+
+CHECKPOINT_COMPLETE_MARKER = "checkpoint_complete.json"
+_CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest `checkpoint-N` folder of `output_dir` whose writing finished (it holds the completion marker).
+
+    A run killed while saving leaves a folder without the marker; it is never resumed from.
+    """
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    complete = [
+        (int(match[1]), path)
+        for path in folder.iterdir()
+        if (match := _CHECKPOINT_DIR.match(path.name)) and (path / CHECKPOINT_COMPLETE_MARKER).is_file()
+    ]
+    return str(max(complete)[1]) if complete else None
+
+
+class JsonLinesLogger(TrainerCallback):
+    """Appends every log record (losses per step type, learning rate, ...) as one JSON line (main process only)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+
+class CCLMPretrainingTrainer(Trainer):
+    """Trains `CCLMForPreTraining` on a `PretrainingSchedule`.
+
+    - one optimizer step per scheduled batch (or per summed pair of batches); the step type is part of the item;
+    - AdamW groups of the original: no decay for biases and norms, `new_parameter_lr_multiplier` for new parameters;
+    - the logs carry the mean of every loss per step type since the last log (e.g. `parallel/ttm_loss`) and how many
+      steps of each type ran;
+    - each checkpoint gets a completion marker once all its files are written (see `last_complete_checkpoint`).
+
+    The train dataset must already be this process's shard: batches are not re-distributed by accelerate.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        new_parameter_patterns: Iterable[str] = DEFAULT_NEW_PARAMETER_PATTERNS,
+        new_parameter_lr_multiplier: float = 2.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.new_parameter_patterns = tuple(new_parameter_patterns)
+        self.new_parameter_lr_multiplier = new_parameter_lr_multiplier
+        self._loss_sums: dict[str, torch.Tensor] = {}
+        self._loss_counts: dict[str, int] = defaultdict(int)
+        self._step_counts: dict[str, int] = defaultdict(int)
+
+    def get_train_dataloader(self) -> DataLoader:
+        # the schedule yields whole batches, already sharded per process: no re-batching, no accelerate sharding
+        return DataLoader(self.train_dataset, batch_size=None, num_workers=0)
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            self.optimizer = create_pretraining_optimizer(
+                self.model,
+                learning_rate=self.args.learning_rate,
+                weight_decay=self.args.weight_decay,
+                betas=(self.args.adam_beta1, self.args.adam_beta2),
+                eps=self.args.adam_epsilon,
+                new_parameter_patterns=self.new_parameter_patterns,
+                new_parameter_lr_multiplier=self.new_parameter_lr_multiplier,
+            )
+        return self.optimizer
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        step_type = inputs.pop("step_type")
+        batches = inputs["batches"] if step_type == "summed" else {step_type: inputs}
+        total, outputs = None, None
+        for name, batch in batches.items():
+            outputs = model(**batch)
+            total = outputs.loss if total is None else total + outputs.loss
+            self._record(name, outputs)
+        self._step_counts[step_type] += 1
+        return (total, outputs) if return_outputs else total
+
+    def _record(self, step_type: str, outputs) -> None:
+        for name, value in outputs.items():
+            if name.endswith("loss") and value is not None:
+                key = f"{step_type}/{name}"
+                value = value.detach().float()
+                self._loss_sums[key] = self._loss_sums[key] + value if key in self._loss_sums else value
+                self._loss_counts[key] += 1
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self._loss_sums and "loss" in logs:  # training logs, not evaluation ones
+            keys = sorted(self._loss_sums)
+            means = torch.stack([self._loss_sums[key] / self._loss_counts[key] for key in keys])
+            means = self.accelerator.reduce(means, reduction="mean")
+            logs.update({key: round(value, 6) for key, value in zip(keys, means.tolist(), strict=True)})
+            logs.update({f"steps/{name}": count for name, count in self._step_counts.items()})
+            self._loss_sums.clear()
+            self._loss_counts.clear()
+        super().log(logs, start_time)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        super()._save_checkpoint(model, trial)
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            staging = folder / (CHECKPOINT_COMPLETE_MARKER + ".tmp")
+            staging.write_text(json.dumps({"global_step": self.state.global_step}))
+            os.replace(staging, folder / CHECKPOINT_COMPLETE_MARKER)  # atomic: the marker exists whole or not at all
