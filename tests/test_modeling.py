@@ -106,6 +106,9 @@ def test_config_validation():
         tiny_config(text_config={**tiny_config().text_config.to_dict(), "cross_attention_hidden_size": 32})
     with pytest.raises(ValueError, match="window_size=8 is larger than the last Swin stage"):
         tiny_config(vision_config={**tiny_config().vision_config.to_dict(), "window_size": 8})
+    stale_width = {**tiny_config().vision_config.to_dict(), "embed_dim": 16}  # hidden_size 48 copied along
+    with pytest.raises(ValueError, match="vision_config.hidden_size=48 but embed_dim=16 with 2 stages gives 32"):
+        tiny_config(vision_config=stale_width)
     with pytest.raises(ValueError, match="num_fusion_layers=5"):
         CCLMTextConfig(num_hidden_layers=4, num_fusion_layers=5)
     with pytest.raises(ValueError, match="preset 'cclm-huge'"):

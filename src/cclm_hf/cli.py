@@ -101,7 +101,7 @@ def _add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
         "zh). Writes metrics.json, metrics.md, loss_curve.png, recall_per_language.png and a model folder.",
     )
     parser.add_argument("--output-dir", default="outputs/demo")
-    parser.add_argument("--budget-s", type=float, default=300.0, help="seconds of pre-training (default 300)")
+    parser.add_argument("--budget-s", type=float, default=360.0, help="seconds of pre-training (default 360)")
     parser.add_argument(
         "--no-parallel-text", dest="parallel_text", action="store_false", help="ablation: no parallel sentences"
     )

@@ -104,7 +104,14 @@ class CCLMConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        vision_width = self.vision_config.hidden_size
+        vision = self.vision_config
+        vision_width = vision.embed_dim * 2 ** (len(vision.depths) - 1)
+        if vision.hidden_size != vision_width:
+            # e.g. a Swin config dict copied from another config whose embed_dim was then changed
+            raise ValueError(
+                f"vision_config.hidden_size={vision.hidden_size} but embed_dim={vision.embed_dim} with "
+                f"{len(vision.depths)} stages gives {vision_width}; drop hidden_size from the vision config"
+            )
         if self.text_config.cross_attention_hidden_size is None:
             self.text_config.cross_attention_hidden_size = vision_width
         elif self.text_config.cross_attention_hidden_size != vision_width:

@@ -889,6 +889,13 @@ class CCLMForPreTraining(CCLMMatchingMixin, CCLMPreTrainedModel):
         negative_first_indices,
         negative_second_indices,
     ) -> CCLMForPreTrainingOutput:
+        text_config = self.config.text_config
+        if masked_attention_mask is None and text_config.hidden_size != text_config.cross_attention_hidden_size:
+            raise ValueError(
+                f"parallel-text batches fuse one sentence into the other, which needs the text width "
+                f"({text_config.hidden_size}) to equal the cross-attention input width "
+                f"({text_config.cross_attention_hidden_size}, the vision width); CCLM uses 1024 for both"
+            )
         states = self.cclm.get_text_features(input_ids, attention_mask).last_hidden_state
         states_2 = self.cclm.get_text_features(input_ids_2, attention_mask_2).last_hidden_state
         embeds = F.normalize(self.cclm.text_projection(states[:, 0]), dim=-1)

@@ -113,6 +113,6 @@ def split_swin_qkv(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
             continue
         if tensor.shape[0] % 3:
             raise ValueError(f"{key}: fused qkv has {tensor.shape[0]} rows, not a multiple of 3")
-        for name, part in zip(("q_proj", "k_proj", "v_proj"), tensor.chunk(3, dim=0)):
+        for name, part in zip(("q_proj", "k_proj", "v_proj"), tensor.chunk(3, dim=0), strict=True):
             out[key.replace(".attn.qkv.", f".attn.{name}.")] = part.clone()
     return out

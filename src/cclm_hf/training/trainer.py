@@ -127,6 +127,18 @@ class CCLMPretrainingTrainer(Trainer):
             self._loss_counts.clear()
         super().log(logs, start_time)
 
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        # `Trainer` reloads weights with a non-strict `load_state_dict` on the raw file, but `save_pretrained` stores
+        # the Swin weights under transformers' legacy names: the image encoder would silently keep its fresh
+        # initialisation. Going through `from_pretrained` applies the renaming; the strict load then proves that
+        # every tensor came back.
+        model = model if model is not None else self.model
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        restored = type(model).from_pretrained(resume_from_checkpoint, config=model.config)
+        model.load_state_dict(restored.state_dict(), strict=True)
+        logger.info("Restored the model weights from %s", resume_from_checkpoint)
+
     def _save_checkpoint(self, model, trial) -> None:
         super()._save_checkpoint(model, trial)
         self.accelerator.wait_for_everyone()
