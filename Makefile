@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(VENV)/bin/python examples/quickstart.py --output-dir outputs/quickstart
+	HF_HUB_OFFLINE=1 $(VENV)/bin/cclm-hf demo --output-dir outputs/demo
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q

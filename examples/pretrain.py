@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import datasets
 import torch
 import yaml
 from accelerate import PartialState
@@ -26,6 +27,7 @@ from transformers import AutoTokenizer, TrainingArguments, set_seed
 from cclm_hf import CCLMConfig, CCLMForPreTraining, CCLMImageProcessor, CCLMProcessor, train_xlm_roberta_tokenizer
 from cclm_hf.data import (
     BadSampleCounter,
+    HFDatasetReader,
     ImageCaptionCollator,
     ImageCaptionStream,
     JsonlReader,
@@ -117,9 +119,11 @@ def build_schedule(config: dict[str, Any], model: CCLMForPreTraining, tokenizer,
     common = {"skip_bad_samples": data.get("skip_bad_samples", False), "bad_samples": BadSampleCounter()}
     transform = None if data.get("augment", True) else eval_transform(image_size)
 
-    def reader(stream: dict[str, Any]) -> JsonlReader:
-        files = resolve(data.get("root"), stream["files"])
-        return JsonlReader(files, rank=state.process_index, world_size=state.num_processes, seed=seed, repeat=True)
+    def reader(stream: dict[str, Any]) -> JsonlReader | HFDatasetReader:
+        shard = {"rank": state.process_index, "world_size": state.num_processes, "seed": seed}
+        if "dataset" in stream:  # `datasets.load_dataset` arguments: Hub or local, streaming, webdataset shards
+            return HFDatasetReader(datasets.load_dataset(**stream["dataset"]), **shard)
+        return JsonlReader(resolve(data.get("root"), stream["files"]), repeat=True, **shard)
 
     def loader(dataset, batch_size, collate_fn) -> DataLoader:
         return DataLoader(

@@ -137,7 +137,7 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.th"
     with open(path, "wb") as handle:
-        pickle.dump({"model": {"x": _RunsCode(marker)}}, handle)
+        pickle.dump({"model": {"x": _RunsCode(marker)}}, handle, protocol=2)
     with pytest.raises(CheckpointConversionError, match="refusing to unpickle"):
         load_original_state_dict(path)
     assert not marker.exists()

@@ -229,3 +229,43 @@ def test_parallel_batches_need_equal_text_and_vision_widths():
     batch = next(tiny_batches(model.config, "parallel", 0))
     with pytest.raises(ValueError, match=r"needs the text width \(32\) to equal the cross-attention input width \(48"):
         model(**batch)
+
+
+def test_trainer_summed_steps_with_gradient_accumulation(tmp_path):
+    vision = {"image_size": 32, "embed_dim": 16, "depths": [1, 1], "num_heads": [2, 2], "window_size": 4}
+    config = tiny_config(vision_config=vision)
+    schedule = PretrainingSchedule(
+        image_batches=tiny_batches(config, "image", 0),
+        parallel_batches=tiny_batches(config, "parallel", 1),
+        mode="summed",
+    )
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=2,
+        gradient_accumulation_steps=2,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    model = CCLMForPreTraining(config)
+    before = model.cclm.fusion_model.layers[0].crossattention.self.key.weight.clone()
+    trainer = CCLMPretrainingTrainer(model=model, args=args, train_dataset=schedule)
+    trainer.train()
+    logs = [record for record in trainer.state.log_history if "loss" in record]
+    # each optimizer step accumulates two summed items, each with an image and a parallel-text batch
+    assert logs[-1]["steps/summed"] == 4
+    assert {"image/itc_loss", "parallel/ttm_loss"} <= set(logs[-1])
+    assert not torch.equal(model.cclm.fusion_model.layers[0].crossattention.self.key.weight, before)
+
+
+@pytest.mark.parametrize("value, clamped", [(1.0, 0.5), (1e-4, 1e-3), (0.07, 0.07)])
+def test_pretraining_forward_clamps_the_temperature(value, clamped):
+    vision = {"image_size": 32, "embed_dim": 16, "depths": [1, 1], "num_heads": [2, 2], "window_size": 4}
+    model = CCLMForPreTraining(tiny_config(vision_config=vision))
+    with torch.no_grad():
+        model.cclm.temperature.fill_(value)
+    model(**next(tiny_batches(model.config, "parallel", 0))).loss.backward()
+    assert model.cclm.temperature.item() == pytest.approx(clamped)
+    assert model.cclm.temperature.grad is not None

@@ -151,11 +151,6 @@ class CCLMForPreTrainingOutput(ModelOutput):
     negative_image_indices: torch.LongTensor | None = None
     negative_text_indices: torch.LongTensor | None = None
 
-    @property
-    def loss_breakdown(self) -> dict[str, float]:
-        """The computed losses as floats, for logging."""
-        return {name: value.item() for name, value in self.items() if name.endswith("_loss") and value is not None}
-
 
 class CCLMTextEmbeddings(nn.Module):
     """Word + token-type + absolute position embeddings, LayerNorm, dropout (XLM-R parameter names).
@@ -754,9 +749,10 @@ class CCLMForPreTraining(CCLMMatchingMixin, CCLMPreTrainedModel):
         negative_image_indices, negative_text_indices (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Hard negatives to use instead of sampling them (reproducible losses).
         """
-        # the original clamps the temperature in place at every step
-        with torch.no_grad():
-            self.cclm.temperature.clamp_(0.001, 0.5)
+        # The original clamps the temperature in place at every step. Through `.data`, so that the parameter's
+        # version counter does not move: a step that sums the losses of several forwards (summed schedule) keeps the
+        # earlier forwards' graphs valid, and all of them see the same clamped value.
+        self.cclm.temperature.data.clamp_(0.001, 0.5)
         if (negative_image_indices is None) != (negative_text_indices is None):
             raise ValueError("Pass both negative_image_indices and negative_text_indices, or neither.")
         if pixel_values is None:

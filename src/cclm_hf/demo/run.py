@@ -259,9 +259,9 @@ def _plot(log_history: list[dict], metrics: dict[str, Any], output_dir: Path) ->
         axis.bar([i + (offset - 1.5) * width for i in range(len(languages))], values, width, label=label)
     axis.axhline(1 / 192, color="grey", linestyle="--", linewidth=1, label="chance R@1")
     axis.set_xticks(range(len(languages)), languages)
-    axis.set_ylim(0, 1)
+    axis.set_ylim(0, 1.15)  # room for the legend above the bars
     axis.set_ylabel("recall")
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=8, ncol=5, loc="upper center")
     figure.tight_layout()
     figure.savefig(output_dir / "recall_per_language.png", dpi=120)
     plt.close(figure)
