@@ -75,8 +75,8 @@ def run_pretraining(data: Path, output_dir: Path, **extra) -> subprocess.Popen:
 
 
 def test_killed_run_resumes_to_the_same_weights(tiny_data, tmp_path):
-    # deterministic data (no random augmentation), checkpoints every 4 of 12 steps
-    settings = {"data.augment": "false", "training.max_steps": 12, "training.save_steps": 4}
+    # deterministic data (no random augmentation), checkpoints every 4 of 20 steps: killed after the first one
+    settings = {"data.augment": "false", "training.max_steps": 20, "training.save_steps": 4}
     reference = run_pretraining(tiny_data, tmp_path / "reference", **settings)
     _, stderr = reference.communicate(timeout=900)
     assert reference.returncode == 0, stderr[-4000:]
