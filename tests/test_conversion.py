@@ -231,3 +231,7 @@ def test_cli_writes_a_processor_that_auto_processor_loads(tmp_path, parity_dir, 
     assert processor.tokenizer.get_vocab() == tiny_tokenizer.get_vocab()
     model = AutoModelForSequenceClassification.from_pretrained(out_dir)
     assert model.config.num_labels == 3
+    card = (out_dir / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers")
+    assert "# CCLM (CCLMForSequenceClassification)" in card and "`checkpoint.safetensors`" in card
+    assert "newly initialised: ['classifier.dense_in.weight'" in card

@@ -45,6 +45,8 @@ def test_demo_writes_metrics_plots_and_a_model(tmp_path, parallel_text):
     step_types = {key for record in logs for key in record if key.startswith("steps/")}
     assert step_types == ({"steps/image", "steps/parallel"} if parallel_text else {"steps/image"})
 
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "pipeline_tag: zero-shot-image-classification" in card and "| zh |" in card
     model = AutoModel.from_pretrained(tmp_path / "model")
     processor = AutoProcessor.from_pretrained(tmp_path / "model")
     assert type(model).__name__ == "CCLMModel" and type(processor).__name__ == "CCLMProcessor"

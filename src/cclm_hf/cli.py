@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .configuration_cclm import CCLM_PRESETS, CCLMConfig
 from .conversion import CONVERSION_TARGETS, config_from_original_files, convert_original_checkpoint, with_image_size
+from .model_card import write_model_card
 
 
 _CONVERT_EPILOG = """\
@@ -75,6 +76,13 @@ def _run_convert(args: argparse.Namespace) -> None:
 
     model, report = convert_original_checkpoint(args.checkpoint, config, head=args.head)
     model.save_pretrained(args.output_dir)
+    provenance = (
+        f"Converted with `cclm-hf convert` from the original CCLM checkpoint `{Path(args.checkpoint).name}` "
+        f"(target head `{args.head}`; {len(report.resized)} relative position bias tables resized to window "
+        f"{config.vision_config.window_size}; newly initialised: {report.newly_initialized or 'nothing'}). "
+        "The conversion is checked against tensors produced by the original implementation."
+    )
+    write_model_card(model, args.output_dir, provenance)
     logging.getLogger(__name__).info(
         "wrote %s to %s (%d tables resized, %d parameters newly initialised)",
         type(model).__name__,
