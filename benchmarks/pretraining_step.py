@@ -52,7 +52,6 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)  # as the demo does: denormals slow CPU kernels down many times
     torch.manual_seed(0)
 
     tokenizer = train_xlm_roberta_tokenizer(shapes.tokenizer_corpus(0), whole_words=True)

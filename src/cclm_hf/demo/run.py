@@ -274,8 +274,6 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    # Tiny randomly initialised models produce denormal floats, which make CPU kernels up to 20x slower.
-    torch.set_flush_denormal(True)
     torch.manual_seed(config.seed)
 
     logger.info("Generating the multilingual shapes data")
