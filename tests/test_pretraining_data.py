@@ -1,5 +1,5 @@
 """Tests of the pre-training data pipeline: readers (`cclm_hf.data.readers`), streams and collators
-(`cclm_hf.data.pretraining`), end to end from records on disk to the losses of a tiny `CCLMForPreTraining`."""
+(`cclm_hf.data.pretraining`, `cclm_hf.data.collators`), end to end from records on disk to the losses of a tiny `CCLMForPreTraining`."""
 
 from __future__ import annotations
 
@@ -25,14 +25,12 @@ from model_factories import tiny_config
 from torch.utils.data import DataLoader, IterableDataset
 
 from cclm_hf import CCLMForPreTraining
+from cclm_hf.data.collators import ImageCaptionCollator, ParallelTextCollator, RegionCollator
 from cclm_hf.data.images import BadSampleError
 from cclm_hf.data.pretraining import (
     BadSampleCounter,
-    ImageCaptionCollator,
     ImageCaptionStream,
-    ParallelTextCollator,
     ParallelTextStream,
-    RegionCollator,
     RegionStream,
     choose_caption,
 )
