@@ -33,6 +33,7 @@ import struct
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import PIL.Image
 from PIL import ImageFile
 
@@ -99,9 +100,32 @@ def _loaded(image: PIL.Image.Image) -> bool:
     return not getattr(image, "tile", None)
 
 
+# Pillow's integer modes of 16-bit files (grayscale PNG / TIFF). `convert("RGB")` clips their values to 255, which
+# turns almost every pixel of a 16-bit image white; they are scaled to 8 bits first.
+_HIGH_BIT_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _to_8_bit(image: PIL.Image.Image) -> PIL.Image.Image:
+    """A 16-bit (or 32-bit integer) grayscale image as 8-bit "L", scaled by its type's range (65535 -> 255).
+
+    Mode "I" does not record the depth of the file: values up to 255 are kept, up to 65535 are read as 16-bit.
+    """
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode != "I" or values.max(initial=0) > 255:
+        full_scale = 65535.0 if image.mode != "I" or values.max(initial=0) <= 65535 else 2.0**32 - 1
+        values = values * (255.0 / full_scale)
+    return PIL.Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+
+
 def _finish(image: PIL.Image.Image) -> PIL.Image.Image:
-    """Force the decode and convert to RGB (`convert` always returns a new, fully loaded image)."""
+    """Force the decode and convert to RGB (`convert` always returns a new, fully loaded image).
+
+    CMYK JPEGs go through Pillow's own CMYK -> RGB conversion; 16-bit grayscale images are scaled to 8 bits first.
+    (16-bit RGB PNGs are already reduced to 8 bits per channel by Pillow's decoder.)
+    """
     image.load()
+    if image.mode in _HIGH_BIT_DEPTH_MODES:
+        image = _to_8_bit(image)
     return image.convert("RGB")
 
 

@@ -1,0 +1,52 @@
+"""Fine-tuning and evaluation on the CCLM benchmarks: task specs, command line, data plans, trainers, runner.
+
+`examples/run_retrieval.py` and `examples/run_xvnli.py` are [`run_benchmark`] with a [`BenchmarkFamily`].
+"""
+
+from .arguments import (
+    BenchmarkArguments,
+    FinetuningTrainingArguments,
+    ModelArguments,
+    RetrievalArguments,
+    parse_benchmark_arguments,
+)
+from .data import RunData, RunPlan, image_roots, load_run_data, plan_runs
+from .families import EntailmentFamily, RetrievalFamily, read_nlvr_records, read_vqa_records
+from .modeling import load_processor, load_task_model, resize_image_size, text_capacity
+from .retrieval import GalleryEvaluator
+from .runner import BAD_INPUT_ERRORS, BenchmarkFamily, RunContext, run_benchmark
+from .tasks import SETTINGS, TASKS, TaskSpec, get_task
+from .trainer import CCLMFinetuningTrainer, RetrievalTrainer
+
+
+__all__ = [
+    "BAD_INPUT_ERRORS",
+    "SETTINGS",
+    "TASKS",
+    "BenchmarkArguments",
+    "BenchmarkFamily",
+    "CCLMFinetuningTrainer",
+    "EntailmentFamily",
+    "FinetuningTrainingArguments",
+    "GalleryEvaluator",
+    "ModelArguments",
+    "RetrievalArguments",
+    "RetrievalFamily",
+    "RetrievalTrainer",
+    "RunContext",
+    "RunData",
+    "RunPlan",
+    "TaskSpec",
+    "get_task",
+    "image_roots",
+    "load_processor",
+    "load_run_data",
+    "load_task_model",
+    "parse_benchmark_arguments",
+    "plan_runs",
+    "read_nlvr_records",
+    "read_vqa_records",
+    "resize_image_size",
+    "run_benchmark",
+    "text_capacity",
+]

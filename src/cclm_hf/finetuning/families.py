@@ -1,0 +1,186 @@
+"""The benchmark families of `examples/run_retrieval.py` and `examples/run_xvnli.py`, and the readers of the two
+others (`run_vqa.py`, `run_nlvr.py`, whose heads live elsewhere)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from transformers import EvalPrediction, Trainer
+
+from ..data.benchmarks import (
+    XVNLI_LABELS,
+    BadRecordLog,
+    EntailmentDataset,
+    ImageTextCollator,
+    RetrievalTrainDataset,
+    build_gallery,
+    read_caption_json,
+    read_gqa_json,
+    read_marvl_jsonl,
+    read_nlvr2_jsonl,
+    read_nlvr_json,
+    read_vqa_json,
+    read_vqa_official,
+    read_wit_jsonl,
+    read_xflickrco_jsonl,
+    read_xvnli,
+    training_pairs,
+)
+from ..data.benchmarks.vqa import EVAL_QUESTION_WORDS, TRAIN_QUESTION_WORDS
+from ..evaluation import accuracy
+from ..modeling_cclm import CCLMForImageTextRetrieval, CCLMForSequenceClassification
+from .arguments import BenchmarkArguments, RetrievalArguments
+from .data import TRAIN_SPLITS
+from .retrieval import GalleryEvaluator
+from .runner import BenchmarkFamily, RunContext
+from .tasks import TaskSpec
+from .trainer import CCLMFinetuningTrainer, RetrievalTrainer
+
+
+__all__ = ["EntailmentFamily", "RetrievalFamily", "read_nlvr_records", "read_vqa_records"]
+
+RETRIEVAL_METRICS = ("txt_r1", "txt_r5", "txt_r10", "img_r1", "img_r5", "img_r10", "txt_r_mean", "img_r_mean", "r_mean")
+
+
+class RetrievalFamily(BenchmarkFamily):
+    """Multi30K, MSCOCO, Flickr30K, xFlickr&CO, WIT: ITC + ITM fine-tuning, two-stage retrieval evaluation."""
+
+    name = "retrieval"
+    model_class = CCLMForImageTextRetrieval
+    extra_arguments = (RetrievalArguments,)
+    new_parameter_patterns = ()  # the original's RetrievalModel empties its init_params
+    metric_names = RETRIEVAL_METRICS
+
+    def read(self, spec: TaskSpec, args: BenchmarkArguments, path: str, split: str, language: str,
+             roots: dict[str, str], log: BadRecordLog) -> list:
+        max_words = args.max_words or spec.max_words
+        if spec.name == "xflickrco":
+            return read_xflickrco_jsonl(path, roots["image_root"], roots["coco_image_root"], max_words=max_words,
+                                        log=log)
+        if spec.name == "wit":
+            return read_wit_jsonl(path, roots["image_root"], max_words=max_words, log=log)
+        return read_caption_json(path, roots["image_root"], max_words=max_words, log=log)
+
+    def prepare_training_args(self, args) -> None:
+        # the original drops the last incomplete batch; a batch of one image has no ITM negative
+        args.dataloader_drop_last = True
+
+    def evaluator(self, context: RunContext) -> GalleryEvaluator:
+        retrieval_args: RetrievalArguments = context.family_args[0]
+        return GalleryEvaluator(
+            context.eval_transform(),
+            context.tokenizer,
+            max_tokens=context.max_tokens,  # the original truncates evaluation captions to max_tokens
+            k=retrieval_args.k_test or context.spec.k_test,
+            image_batch_size=context.training_args.per_device_eval_batch_size,
+            text_batch_size=retrieval_args.text_batch_size,
+            itm_batch_size=retrieval_args.itm_batch_size,
+            num_workers=context.training_args.dataloader_num_workers,
+        )
+
+    def build_trainer(self, context: RunContext) -> Trainer:
+        train = None
+        if context.data.train:
+            train = RetrievalTrainDataset(
+                training_pairs(context.data.train), context.train_transform(),
+                skip_bad_samples=context.benchmark_args.skip_bad_samples, name=f"{context.spec.name} train",
+            )
+        return RetrievalTrainer(
+            model=context.model,
+            args=context.training_args,
+            train_dataset=train,
+            eval_dataset=build_gallery(context.data.dev) if context.data.dev else None,
+            data_collator=ImageTextCollator(context.tokenizer, context.max_tokens),
+            processing_class=context.processor,
+            gallery_evaluator=self.evaluator(context),
+            new_parameter_patterns=self.new_parameter_patterns,
+        )
+
+    def test(self, trainer: RetrievalTrainer, context: RunContext) -> dict[str, dict[str, float]]:
+        galleries = {language: build_gallery(records) for language, records in context.data.tests.items()}
+        return trainer.gallery_evaluator(trainer.model, galleries)
+
+
+def _accuracy_of_logits(prediction: EvalPrediction) -> dict[str, float]:
+    return {"accuracy": accuracy(prediction.predictions.argmax(-1).tolist(), prediction.label_ids.tolist())}
+
+
+class EntailmentFamily(BenchmarkFamily):
+    """XVNLI: the premise image and the hypothesis -> 3 classes, cross-entropy; accuracy."""
+
+    name = "xvnli"
+    model_class = CCLMForSequenceClassification
+    new_parameter_patterns = ("classifier.*",)  # the original's cls_head.*, at twice the learning rate
+    metric_names = ("accuracy",)
+
+    def model_kwargs(self, spec: TaskSpec) -> dict[str, Any]:
+        return {
+            "num_labels": len(XVNLI_LABELS),
+            "id2label": dict(enumerate(XVNLI_LABELS)),
+            "label2id": {label: index for index, label in enumerate(XVNLI_LABELS)},
+        }
+
+    def read(self, spec, args, path, split, language, roots, log) -> list:
+        return read_xvnli(path, roots["image_root"], max_words=args.max_words or spec.max_words, log=log)
+
+    def dataset(self, records: list, context: RunContext, train: bool) -> EntailmentDataset:
+        transform = context.train_transform() if train else context.eval_transform()
+        return EntailmentDataset(records, transform, skip_bad_samples=train and context.benchmark_args.skip_bad_samples,
+                                 name=f"{context.spec.name} {'train' if train else 'evaluation'}")
+
+    def build_trainer(self, context: RunContext) -> Trainer:
+        return CCLMFinetuningTrainer(
+            model=context.model,
+            args=context.training_args,
+            train_dataset=self.dataset(context.data.train, context, True) if context.data.train else None,
+            eval_dataset=self.dataset(context.data.dev, context, False) if context.data.dev else None,
+            data_collator=ImageTextCollator(context.tokenizer, context.max_tokens),
+            eval_data_collator=ImageTextCollator(context.tokenizer, context.eval_max_tokens),
+            processing_class=context.processor,
+            compute_metrics=_accuracy_of_logits,
+            new_parameter_patterns=self.new_parameter_patterns,
+        )
+
+    def test(self, trainer: Trainer, context: RunContext) -> dict[str, dict[str, float]]:
+        results = {}
+        for language, records in context.data.tests.items():
+            output = trainer.predict(self.dataset(records, context, False), metric_key_prefix=f"test_{language}")
+            predictions = output.predictions.argmax(-1).tolist()
+            if len(predictions) != len(records):  # gathered from every process, each sample exactly once
+                raise RuntimeError(f"{len(predictions)} predictions for {len(records)} {language} test examples")
+            results[language] = {"accuracy": accuracy(predictions, [record.label for record in records])}
+        return results
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Readers of the VQA and NLVR families (their scripts add the heads, trainers and tests)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def read_vqa_records(spec: TaskSpec, args: BenchmarkArguments, path: str, split: str, language: str,
+                     roots: dict[str, str], log: BadRecordLog) -> list:
+    """xGQA / GQA files (list or dict json) and VQA v2 (X-VLM json, or the official questions file)."""
+    max_words = TRAIN_QUESTION_WORDS if split in TRAIN_SPLITS else EVAL_QUESTION_WORDS
+    if spec.name == "xgqa":
+        return read_gqa_json(path, roots["image_root"], max_words=max_words, log=log)
+    if "_questions" in os.path.basename(path):  # v2_OpenEnded_mscoco_{split}_questions.json
+        return read_vqa_official(path, roots["image_root"], max_words=max_words, log=log)
+    return read_vqa_json(path, roots["image_root"], max_words=max_words, log=log)
+
+
+def read_nlvr_records(spec: TaskSpec, args: BenchmarkArguments, path: str, split: str, language: str,
+                      roots: dict[str, str], log: BadRecordLog) -> list:
+    """NLVR2 jsonl / X-VLM json (NLVR2 images), MaRVL jsonl (zero-shot, few-shot, translate-test) or the json of the
+    original's MaRVL preprocessing (paths relative to ROOT)."""
+    max_words = args.max_words or spec.max_words
+    name = os.path.basename(path)
+    nlvr2_root = roots.get("nlvr2_image_root", roots["image_root"])
+    if name.startswith("marvl-") and ".jsonl" in name:
+        return read_marvl_jsonl(path, roots["image_root"], few_shot=split in TRAIN_SPLITS, max_words=max_words,
+                                log=log)
+    if name.startswith("marvl-"):
+        return read_nlvr_json(path, args.data_root, max_words=max_words, log=log)
+    if ".jsonl" in name:
+        return read_nlvr2_jsonl(path, nlvr2_root, max_words=max_words, log=log)
+    return read_nlvr_json(path, nlvr2_root, max_words=max_words, log=log)

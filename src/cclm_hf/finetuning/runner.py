@@ -1,0 +1,219 @@
+"""The body shared by the benchmark scripts: parse, read and check the data, build the head, train, select, test,
+write `OUT/metrics.json` / `metrics.md` and the fine-tuned model.
+
+A script is a [`BenchmarkFamily`] (what differs: the head, how to read a file, how to build the `Trainer`, how to test)
+and one call of [`run_benchmark`]. Bad input (a missing image, a malformed line, an unknown label, ...) stops the
+script with `error: <message naming file, record and problem>` as its last words and exit status 1, never a
+traceback; `--skip_bad_samples` turns record-level problems into counted, logged skips.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import transformers
+from accelerate import PartialState
+from transformers import PreTrainedModel, Trainer, set_seed
+
+from ..data.benchmarks import AnnotationFileError, BadRecordLog, BenchmarkDataError, BenchmarkRecord
+from ..data.images import BadSampleError
+from ..data.transforms import eval_transform, finetune_train_transform
+from ..evaluation import build_metrics, combine_seeds, write_metrics
+from .arguments import BenchmarkArguments, FinetuningTrainingArguments, ModelArguments, parse_benchmark_arguments
+from .data import RunData, RunPlan, load_run_data, plan_runs
+from .modeling import load_processor, load_task_model, text_capacity
+from .tasks import TaskSpec
+
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BAD_INPUT_ERRORS", "BenchmarkFamily", "RunContext", "run_benchmark"]
+
+# What bad input raises; anything else is a bug and keeps its traceback.
+BAD_INPUT_ERRORS = (BenchmarkDataError, AnnotationFileError, BadSampleError)
+
+
+@dataclass
+class RunContext:
+    """Everything a family needs to build its trainer and test sets for one run."""
+
+    spec: TaskSpec
+    model_args: ModelArguments
+    benchmark_args: BenchmarkArguments
+    family_args: list
+    training_args: FinetuningTrainingArguments
+    plan: RunPlan
+    data: RunData
+    model: PreTrainedModel
+    processor: Any
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    @property
+    def image_size(self) -> int:
+        return self.model.config.image_size
+
+    @property
+    def max_words(self) -> int:
+        return self.benchmark_args.max_words or self.spec.max_words
+
+    @property
+    def max_tokens(self) -> int:
+        """Training token limit: the task's (or `--max_tokens`), within what the model can number."""
+        return min(self.benchmark_args.max_tokens or self.spec.max_tokens, text_capacity(self.model))
+
+    @property
+    def eval_max_tokens(self) -> int:
+        """Evaluation texts are not truncated by the original beyond the model's capacity."""
+        return text_capacity(self.model)
+
+    def train_transform(self, horizontal_flip: bool = True):
+        image_processor = self.processor.image_processor
+        return finetune_train_transform(
+            self.image_size, horizontal_flip=horizontal_flip, mean=image_processor.image_mean,
+            std=image_processor.image_std,
+        )
+
+    def eval_transform(self):
+        image_processor = self.processor.image_processor
+        return eval_transform(self.image_size, mean=image_processor.image_mean, std=image_processor.image_std)
+
+
+class BenchmarkFamily:
+    """What a benchmark script adds to [`run_benchmark`]. Subclasses set the class attributes and the methods.
+
+    Attributes:
+        name: The family of `TaskSpec.family` (`retrieval`, `xvnli`, `vqa`, `nlvr`).
+        model_class: The task head.
+        extra_arguments: Further `HfArgumentParser` dataclasses of the family.
+        new_parameter_patterns: The head's new parameters (twice the learning rate).
+        metric_names: The metrics of a test set, as `test` returns them.
+    """
+
+    name: str
+    model_class: type[PreTrainedModel]
+    extra_arguments: tuple[type, ...] = ()
+    new_parameter_patterns: tuple[str, ...] = ()
+    metric_names: tuple[str, ...] = ()
+
+    def model_kwargs(self, spec: TaskSpec) -> dict[str, Any]:
+        """Config fields of the head (e.g. `num_labels`)."""
+        return {}
+
+    def read(self, spec: TaskSpec, args: BenchmarkArguments, path: str, split: str, language: str,
+             roots: dict[str, str], log: BadRecordLog) -> list[BenchmarkRecord]:
+        """Records of one annotation file."""
+        raise NotImplementedError
+
+    def prepare_training_args(self, args: FinetuningTrainingArguments) -> None:
+        """Adjust the training arguments of a run in place (e.g. drop the last incomplete batch)."""
+
+    def build_trainer(self, context: RunContext) -> Trainer:
+        raise NotImplementedError
+
+    def test(self, trainer: Trainer, context: RunContext) -> dict[str, dict[str, float]]:
+        """`{language: metrics}` of `context.data.tests`."""
+        raise NotImplementedError
+
+
+def _configure_logging(training_args: FinetuningTrainingArguments) -> None:
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%m/%d/%Y %H:%M:%S", force=False
+    )
+    level = training_args.get_process_log_level()
+    for name in ("cclm_hf", "__main__"):
+        logging.getLogger(name).setLevel(level)
+    transformers.utils.logging.set_verbosity(level)
+
+
+def _last_words(error: Exception) -> str:
+    """The message of a bad-input error; for one re-raised from a DataLoader worker, the original message."""
+    message = str(error)
+    if "Original Traceback" in message:
+        message = message.strip().splitlines()[-1]
+        message = message.split(": ", 1)[1] if message.split(": ", 1)[0].endswith("Error") else message
+    return message
+
+
+def run_benchmark(family: BenchmarkFamily, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run a benchmark script of `family` on `argv` (default: the command line). Returns the metrics record."""
+    spec, model_args, benchmark_args, family_args, training_args = parse_benchmark_arguments(
+        family.name, family.extra_arguments, argv
+    )
+    _configure_logging(training_args)
+    try:
+        return _run_seeds(family, spec, model_args, benchmark_args, family_args, training_args)
+    except BAD_INPUT_ERRORS as error:
+        sys.stderr.flush()
+        raise SystemExit(f"error: {_last_words(error)}") from None
+
+
+def _run_seeds(family, spec, model_args, benchmark_args, family_args, training_args) -> dict[str, Any]:
+    try:
+        seeds = benchmark_args.seed_list() or [training_args.seed]
+    except ValueError as error:
+        raise BenchmarkDataError(str(error)) from error
+    output_dir = training_args.output_dir
+    records = []
+    for seed in seeds:
+        seed_dir = output_dir if len(seeds) == 1 else os.path.join(output_dir, f"seed_{seed}")
+        records.append(_run_seed(family, spec, model_args, benchmark_args, family_args, training_args, seed, seed_dir))
+        if len(seeds) > 1 and PartialState().is_main_process:
+            write_metrics(records[-1], seed_dir)
+    record = records[0] if len(seeds) == 1 else combine_seeds(records, seeds)
+    if PartialState().is_main_process:
+        json_path, _ = write_metrics(record, output_dir)
+        logger.info("Wrote %s and metrics.md", json_path)
+    PartialState().wait_for_everyone()
+    return record
+
+
+def _run_seed(family, spec, model_args, benchmark_args, family_args, training_args, seed, output_dir):
+    languages: dict[str, dict[str, float]] = {}
+    counts: dict[str, Any] = {}
+    dev: dict[str, float] = {}
+    plans = plan_runs(spec, benchmark_args, output_dir)
+    for plan in plans:
+        args = copy.copy(training_args)
+        args.seed, args.output_dir = seed, plan.output_dir
+        family.prepare_training_args(args)
+        data = load_run_data(
+            spec, benchmark_args, plan, family.read, train=args.do_train, dev=args.do_eval, test=args.do_predict,
+            num_threads=max(1, args.dataloader_num_workers),
+        )
+        set_seed(seed)
+        model = load_task_model(
+            family.model_class, model_args.model_name_or_path, image_size=model_args.image_size,
+            **family.model_kwargs(spec),
+        )
+        processor = load_processor(model_args.model_name_or_path, model_args.processor_name_or_path,
+                                   model.config.image_size)
+        context = RunContext(spec, model_args, benchmark_args, family_args, args, plan, data, model, processor)
+        trainer = family.build_trainer(context)
+        if args.do_train:
+            logger.info("Fine-tuning on %s (%s)", ", ".join(plan.train_languages), plan.train_split)
+            trainer.train()
+            trainer.save_model(plan.output_dir)  # the selected (best) or last weights, with the processor
+            logger.info("Saved the fine-tuned model and processor to %s", plan.output_dir)
+        if args.do_eval:
+            evaluated = trainer.evaluate()
+            dev = {name: evaluated[f"eval_{name}"] for name in family.metric_names if f"eval_{name}" in evaluated}
+        if args.do_predict:
+            languages.update(family.test(trainer, context))
+        prefix = "" if len(plans) == 1 else f"{plan.train_languages[0]}/"
+        counts.update({(prefix + name if name in ("train", "dev") else name): value
+                       for name, value in data.counts.items()})
+    extra = {"dev": dev, "seed": seed}
+    if spec.train_language_choices != ("en",):
+        extra["train_languages"] = benchmark_args.train_languages
+    if benchmark_args.setting == "few_shot":
+        extra["num_shots"] = plans[0].shots
+    return build_metrics(spec.name, benchmark_args.setting, model_args.model_name_or_path, languages, counts, **extra)

@@ -1,0 +1,106 @@
+"""`Trainer` subclasses of the benchmark scripts.
+
+- [`CCLMFinetuningTrainer`]: the original optimizer (AdamW, no decay for biases and norms, the task's new head at
+  twice the learning rate, `lr_mult: 2`), and an optional separate collator for evaluation and prediction (the
+  original truncates training texts but not evaluation texts);
+- [`RetrievalTrainer`]: `evaluate()` runs the two-stage retrieval evaluation on the dev gallery instead of a loss loop,
+  so that `eval_strategy`, `metric_for_best_model="r_mean"` and `load_best_model_at_end` select checkpoints as usual.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from typing import Any
+
+from torch.utils.data import DataLoader
+from transformers import Trainer
+
+from ..data.benchmarks import RetrievalGallery
+from ..training import create_pretraining_optimizer
+
+
+__all__ = ["CCLMFinetuningTrainer", "RetrievalTrainer"]
+
+
+class CCLMFinetuningTrainer(Trainer):
+    """A `Trainer` with the original fine-tuning optimizer groups.
+
+    Args:
+        new_parameter_patterns: `fnmatch` patterns of the task's new parameters (XVNLI: `classifier.*`), trained at
+            `learning_rate * new_parameter_lr_multiplier`.
+        eval_data_collator: Collator of evaluation / prediction batches (default: `data_collator`).
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        new_parameter_patterns: Iterable[str] = (),
+        new_parameter_lr_multiplier: float = 2.0,
+        eval_data_collator: Callable | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.new_parameter_patterns = tuple(new_parameter_patterns)
+        self.new_parameter_lr_multiplier = new_parameter_lr_multiplier
+        self.eval_data_collator = eval_data_collator
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            self.optimizer = create_pretraining_optimizer(
+                self.model,
+                learning_rate=self.args.learning_rate,
+                weight_decay=self.args.weight_decay,
+                betas=(self.args.adam_beta1, self.args.adam_beta2),
+                eps=self.args.adam_epsilon,
+                new_parameter_patterns=self.new_parameter_patterns,
+                new_parameter_lr_multiplier=self.new_parameter_lr_multiplier,
+            )
+        return self.optimizer
+
+    @contextmanager
+    def _evaluation_collator(self):
+        training_collator = self.data_collator
+        if self.eval_data_collator is not None:
+            self.data_collator = self.eval_data_collator
+        try:
+            yield
+        finally:
+            self.data_collator = training_collator
+
+    def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
+        with self._evaluation_collator():
+            return super().get_eval_dataloader(eval_dataset)
+
+    def get_test_dataloader(self, test_dataset) -> DataLoader:
+        with self._evaluation_collator():
+            return super().get_test_dataloader(test_dataset)
+
+
+class RetrievalTrainer(CCLMFinetuningTrainer):
+    """Retrieval fine-tuning (ITC + ITM loss of the batch) with gallery evaluation.
+
+    Args:
+        gallery_evaluator: `(model, {name: gallery}) -> {name: metrics}`, e.g. a
+            [`~cclm_hf.finetuning.retrieval.GalleryEvaluator`].
+        eval_dataset: The dev [`RetrievalGallery`].
+    """
+
+    def __init__(self, *args: Any, gallery_evaluator: Callable, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gallery_evaluator = gallery_evaluator
+
+    def evaluate(
+        self, eval_dataset: RetrievalGallery | None = None, ignore_keys=None, metric_key_prefix: str = "eval"
+    ) -> dict[str, float]:
+        gallery = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if gallery is None:
+            raise ValueError("RetrievalTrainer.evaluate needs a dev gallery")
+        start = time.time()
+        metrics = self.gallery_evaluator(self.model, {"dev": gallery})["dev"]
+        metrics = {f"{metric_key_prefix}_{name}": value for name, value in metrics.items()}
+        metrics[f"{metric_key_prefix}_runtime"] = round(time.time() - start, 4)
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
