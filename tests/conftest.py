@@ -157,3 +157,40 @@ def parity_dir() -> Path:
     if not folder.is_dir():
         pytest.fail(f"parity fixtures not found at {folder}; set CCLM_PARITY_DIR to the shared/parity folder")
     return folder
+
+
+# =====================================================================================================================
+# Benchmark fixtures (tests/test_benchmark_*.py): a tiny ROOT in every benchmark's format, a tiny pre-trained model
+# =====================================================================================================================
+
+
+@pytest.fixture(scope="session")
+def benchmark_root(tmp_path_factory) -> Path:
+    """ROOT with tiny files of every benchmark in its distributed format (see tests/benchmark_fixtures.py).
+
+    Session-scoped: tests must not modify it (copy what they need to break).
+    """
+    from benchmark_fixtures import build_benchmark_root
+
+    return build_benchmark_root(tmp_path_factory.mktemp("benchmarks") / "ROOT")
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrained_folder(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A pre-training folder as `examples/pretrain.py` writes it: a tiny `CCLMForPreTraining` and its processor."""
+    from model_factories import tiny_config
+
+    from cclm_hf import CCLMForPreTraining, CCLMImageProcessor, CCLMProcessor
+
+    folder = tmp_path_factory.mktemp("tiny_pretrained")
+    # smaller than tiny_config's default (1 text + 1 fusion layer, 16-wide Swin): the script tests run it many times
+    config = tiny_config(
+        vision_config={"image_size": 32, "embed_dim": 16, "depths": [1, 1], "num_heads": [1, 2], "window_size": 4},
+        text_config={"vocab_size": len(tiny_tokenizer), "hidden_size": 32, "num_hidden_layers": 2,
+                     "num_fusion_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
+                     "max_position_embeddings": 40},
+    )
+    CCLMForPreTraining(config).save_pretrained(folder)
+    size = config.image_size
+    CCLMProcessor(CCLMImageProcessor(size={"height": size, "width": size}), tiny_tokenizer).save_pretrained(folder)
+    return folder

@@ -146,6 +146,8 @@ def _decode_bytes(data: bytes, source: str, what: str) -> PIL.Image.Image:
 def _decode_path(path: str, source: str) -> PIL.Image.Image:
     if not os.path.isfile(path):
         raise BadSampleError(source, f"image file not found: {path!r}")
+    if os.path.getsize(path) == 0:
+        raise BadSampleError(source, f"image file {path!r} is empty (0 bytes)")
     try:
         with PIL.Image.open(path) as image:
             return _finish(image)

@@ -1,5 +1,6 @@
 """Benchmark metrics (accuracy, VQA accuracy, retrieval recalls, IGLUE averages), paper numbers, metrics files."""
 
+from .iglue import IGLUE_TASKS, iglue_table, load_runs, merge_runs
 from .metrics import ENGLISH, accuracy, language_average, mean_and_std, retrieval_metrics, retrieval_ranks
 from .paper_results import (
     IGLUE_CCLM_ROWS,
@@ -16,10 +17,14 @@ __all__ = [
     "ENGLISH",
     "IGLUE_CCLM_ROWS",
     "IGLUE_COLUMNS",
+    "IGLUE_TASKS",
     "IGLUE_TRANSLATE_TEST_ROWS",
     "PaperNumber",
     "accuracy",
     "build_metrics",
+    "iglue_table",
+    "load_runs",
+    "merge_runs",
     "combine_seeds",
     "language_average",
     "mean_and_std",

@@ -58,10 +58,15 @@ def load_task_model(
         ValueError: A weight of MODEL has another shape than the head's (e.g. a classifier with another number of
             labels): never silently re-initialised.
     """
-    model, info = model_class.from_pretrained(model_name_or_path, output_loading_info=True, **config_kwargs)
-    if info.get("mismatched_keys"):
-        raise ValueError(f"{model_name_or_path}: weights with another shape than {model_class.__name__}'s: "
-                         f"{info['mismatched_keys'][:5]}")
+    try:
+        model, info = model_class.from_pretrained(model_name_or_path, output_loading_info=True, **config_kwargs)
+    except RuntimeError as error:
+        if "mismatched" not in str(error):
+            raise
+        raise ValueError(
+            f"{model_name_or_path}: weights with another shape than {model_class.__name__}'s (see the load report "
+            f"above), e.g. a classifier with another number of labels"
+        ) from error
     new = set(info.get("missing_keys", []))
     if new:
         with torch.no_grad():

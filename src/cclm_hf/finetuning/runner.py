@@ -143,6 +143,15 @@ def _last_words(error: Exception) -> str:
     return message
 
 
+def _logged_dev_metrics(trainer: Trainer) -> dict[str, float] | None:
+    """The dev evaluation of the weights the trainer ends with, when training already made it: the best checkpoint's
+    (loaded at the end), or the last step's. `None` when the final weights were never evaluated."""
+    state = trainer.state
+    step = state.best_global_step if trainer.args.load_best_model_at_end and state.best_global_step else state.global_step
+    evaluations = [entry for entry in state.log_history if entry.get("step") == step and "eval_runtime" in entry]
+    return evaluations[-1] if evaluations else None
+
+
 def run_benchmark(family: BenchmarkFamily, argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run a benchmark script of `family` on `argv` (default: the command line). Returns the metrics record."""
     spec, model_args, benchmark_args, family_args, training_args = parse_benchmark_arguments(
@@ -204,7 +213,7 @@ def _run_seed(family, spec, model_args, benchmark_args, family_args, training_ar
             trainer.save_model(plan.output_dir)  # the selected (best) or last weights, with the processor
             logger.info("Saved the fine-tuned model and processor to %s", plan.output_dir)
         if args.do_eval:
-            evaluated = trainer.evaluate()
+            evaluated = _logged_dev_metrics(trainer) or trainer.evaluate()
             dev = {name: evaluated[f"eval_{name}"] for name in family.metric_names if f"eval_{name}" in evaluated}
         if args.do_predict:
             languages.update(family.test(trainer, context))

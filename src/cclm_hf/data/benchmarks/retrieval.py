@@ -67,7 +67,7 @@ def read_caption_json(
         captions = _clean_captions([raw] if isinstance(raw, str) else raw, max_words, source, log)
         if captions:
             records.append(CaptionRecord(source, ImageRef(join_root(image_root, image)), image_key, captions))
-        elif not raw:
+        elif raw == []:
             log.report(source, "empty caption list", "missing_text")
     log.summarize(len(records))
     return records

@@ -1,0 +1,256 @@
+"""`examples/run_retrieval.py` and `examples/run_xvnli.py` end to end on the benchmark fixtures (CPU, tiny model).
+
+Most runs call the scripts' `main(argv)` in this process (the argv is exactly a command line); two subprocesses
+check what only a real launch shows: the last words of a run stopped by bad input, and two processes (`torchrun`)
+gathering every test sample exactly once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from benchmark_fixtures import FLICKR_IDS, write_jsonl, xvnli_record
+from transformers import AutoModelForSequenceClassification, AutoModelForZeroShotImageClassification, AutoProcessor
+
+from cclm_hf import CCLMForImageTextRetrieval, CCLMForSequenceClassification
+from cclm_hf.finetuning import TASKS
+
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+       "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+QUIET = ["--report_to", "none", "--disable_tqdm", "true"]
+TINY_TRAINING = ["--max_steps", "2", "--save_strategy", "no", "--per_device_train_batch_size", "4", *QUIET]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def run_retrieval():
+    return _load("run_retrieval").main
+
+
+@pytest.fixture(scope="module")
+def run_xvnli():
+    return _load("run_xvnli").main
+
+
+def _check_record(record: dict, task: str, setting: str, languages: list[str], metrics: tuple[str, ...]) -> None:
+    assert record["task"] == task and record["setting"] == setting
+    assert list(record["languages"]) == languages
+    for language in languages:
+        values = record["languages"][language]
+        assert set(metrics) <= set(values), language
+        assert all(0.0 <= value <= 1.0 for value in values.values()), values
+        assert record["counts"][language]["examples"] > 0
+    non_english = [language for language in languages if language != "en"] or languages
+    assert record["average_languages"] == non_english
+    for metric in metrics:
+        expected = sum(record["languages"][language][metric] for language in non_english) / len(non_english)
+        assert record["average"][metric] == pytest.approx(expected)
+
+
+RETRIEVAL_METRICS = ("txt_r1", "txt_r5", "txt_r10", "img_r1", "img_r5", "img_r10", "r_mean")
+
+
+# IGLUE's retrieval tasks have 8 and 11 test languages: a subset keeps the test fast (test_benchmark_tasks.py checks
+# that every language of every task is planned by default)
+LANGUAGE_SUBSETS = {"xflickrco": ["de", "en", "zh"], "wit": ["ar", "en", "vi"]}
+
+
+@pytest.mark.parametrize("task", ["multi30k", "mscoco", "flickr30k", "xflickrco", "wit"])
+def test_run_retrieval_end_to_end(task, run_retrieval, benchmark_root, tiny_pretrained_folder, tmp_path):
+    output = tmp_path / "out"
+    languages = LANGUAGE_SUBSETS.get(task)
+    record = run_retrieval([
+        "--task", task, "--data_root", str(benchmark_root), "--model_name_or_path", str(tiny_pretrained_folder),
+        "--output_dir", str(output), "--do_train", "--do_eval", "--do_predict", *TINY_TRAINING,
+        *(["--languages", ",".join(languages)] if languages else []),
+    ])  # fmt: skip
+    assert json.loads((output / "metrics.json").read_text()) == json.loads(json.dumps(record))
+    _check_record(record, task, "zero_shot", languages or list(TASKS[task].languages), RETRIEVAL_METRICS)
+    assert set(RETRIEVAL_METRICS) <= set(record["dev"]) and record["counts"]["train"]["examples"] > 0
+    markdown = (output / "metrics.md").read_text()
+    assert f"# {task} (zero_shot)" in markdown
+    if task == "xflickrco":  # IGLUE: the paper's averages beside ours
+        assert "CCLM-base 4M 76.56 ± 0.14" in markdown
+        assert record["counts"]["de"]["skipped"] == {"empty_caption": 1}
+    model = AutoModelForZeroShotImageClassification.from_pretrained(output)
+    assert isinstance(model, CCLMForImageTextRetrieval)
+    assert type(AutoProcessor.from_pretrained(output)).__name__ == "CCLMProcessor"
+
+
+@pytest.fixture(scope="module")
+def english_xvnli(run_xvnli, benchmark_root, tiny_pretrained_folder, tmp_path_factory):
+    """XVNLI fine-tuned on English (zero-shot transfer): the MODEL of the few-shot and translate-test runs."""
+    output = tmp_path_factory.mktemp("xvnli") / "out"
+    record = run_xvnli([
+        "--task", "xvnli", "--data_root", str(benchmark_root), "--model_name_or_path", str(tiny_pretrained_folder),
+        "--output_dir", str(output), "--do_train", "--do_eval", "--do_predict", *TINY_TRAINING,
+    ])  # fmt: skip
+    return output, record
+
+
+def test_run_xvnli_zero_shot(english_xvnli):
+    output, record = english_xvnli
+    _check_record(record, "xvnli", "zero_shot", ["ar", "en", "es", "fr", "ru"], ("accuracy",))
+    assert record["counts"]["ar"] == {"examples": 3, "skipped": {"no_gold_label": 1}}
+    assert record["counts"]["train"]["examples"] == 12 and 0.0 <= record["dev"]["accuracy"] <= 1.0
+    assert "CCLM-base 3M 74.64 ± 0.59" in (output / "metrics.md").read_text()
+    model = AutoModelForSequenceClassification.from_pretrained(output)
+    assert isinstance(model, CCLMForSequenceClassification)
+    assert model.config.id2label == {0: "contradiction", 1: "entailment", 2: "neutral"}
+    assert type(AutoProcessor.from_pretrained(output)).__name__ == "CCLMProcessor"
+
+
+def test_xvnli_few_shot_one_model_per_language(run_xvnli, english_xvnli, benchmark_root, tmp_path):
+    output = tmp_path / "few"
+    record = run_xvnli([
+        "--task", "xvnli", "--setting", "few_shot", "--languages", "ar,fr", "--data_root", str(benchmark_root),
+        "--model_name_or_path", str(english_xvnli[0]), "--output_dir", str(output), "--do_train", "--do_predict",
+        "--max_steps", "1", "--per_device_train_batch_size", "4", *QUIET,
+    ])  # fmt: skip
+    _check_record(record, "xvnli", "few_shot", ["ar", "fr"], ("accuracy",))
+    assert record["num_shots"] == "48" and record["counts"]["ar/train"]["examples"] == 4
+    for language in ("ar", "fr"):
+        assert isinstance(AutoModelForSequenceClassification.from_pretrained(output / language),
+                          CCLMForSequenceClassification)
+
+
+def test_xvnli_translate_test(run_xvnli, english_xvnli, benchmark_root, tmp_path):
+    record = run_xvnli([
+        "--task", "xvnli", "--setting", "translate_test", "--data_root", str(benchmark_root),
+        "--model_name_or_path", str(english_xvnli[0]), "--output_dir", str(tmp_path / "tt"), "--do_predict", *QUIET,
+    ])  # fmt: skip
+    _check_record(record, "xvnli", "translate_test", ["ar", "es", "fr", "ru"], ("accuracy",))
+    assert record["counts"]["ar"] == {"examples": 3, "skipped": {}}  # the machine-translated files
+
+
+def test_seeds_give_mean_and_std(run_retrieval, benchmark_root, tiny_pretrained_folder, tmp_path):
+    output = tmp_path / "seeds"
+    record = run_retrieval([
+        "--task", "flickr30k", "--seeds", "0,1", "--data_root", str(benchmark_root),
+        "--model_name_or_path", str(tiny_pretrained_folder), "--output_dir", str(output), "--do_train",
+        "--do_predict", *TINY_TRAINING, "--max_steps", "1",
+    ])  # fmt: skip
+    runs = [json.loads((output / f"seed_{seed}" / "metrics.json").read_text()) for seed in (0, 1)]
+    assert [run["seed"] for run in runs] == [0, 1] and record["seeds"] == [0, 1]
+    for metric in RETRIEVAL_METRICS:
+        values = [run["languages"]["en"][metric] for run in runs]
+        assert record["languages"]["en"][metric] == pytest.approx(sum(values) / 2)
+        assert record["std"]["languages"]["en"][metric] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
+    assert (output / "seed_1" / "model.safetensors").is_file()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Bad input
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def images_without_one(benchmark_root, tmp_path):
+    images = tmp_path / "flickr30k-images"
+    shutil.copytree(benchmark_root / "images/flickr30k-images", images)
+    (images / f"{FLICKR_IDS[5]}.jpg").unlink()  # the premise of fr/test.jsonl line 2
+    return images
+
+
+def test_missing_image_stops_the_script_before_it_starts_with_last_words(benchmark_root, images_without_one,
+                                                                         tiny_pretrained_folder, tmp_path):
+    command = [sys.executable, str(REPO / "examples" / "run_xvnli.py"), "--task", "xvnli", "--languages", "fr",
+               "--data_root", str(benchmark_root), "--image_root", str(images_without_one),
+               "--model_name_or_path", str(tiny_pretrained_folder), "--output_dir", str(tmp_path / "out"),
+               "--do_predict", *QUIET]
+    result = subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=REPO, timeout=600)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    test_file = benchmark_root / "iglue/datasets/XVNLI/annotations/fr/test.jsonl"
+    assert last.startswith("error: 1 record(s) refer to missing images"), result.stderr[-3000:]
+    assert f"{test_file}:2: image file not found: {images_without_one / (FLICKR_IDS[5] + '.jpg')}" in last
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_skip_bad_samples_counts_the_missing_image(run_xvnli, benchmark_root, images_without_one,
+                                                   tiny_pretrained_folder, tmp_path):
+    record = run_xvnli([
+        "--task", "xvnli", "--languages", "fr", "--data_root", str(benchmark_root), "--image_root",
+        str(images_without_one), "--model_name_or_path", str(tiny_pretrained_folder), "--output_dir",
+        str(tmp_path / "out"), "--do_predict", "--skip_bad_samples", *QUIET,
+    ])  # fmt: skip
+    assert record["counts"]["fr"] == {"examples": 2, "skipped": {"missing_image": 1, "no_gold_label": 1}}
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        (['{"gold_label": "neutral", "sentence2": '], r"error: {file}:2: malformed json line"),
+        ([json.dumps(xvnli_record("unsure", 1, "a cat"))], r"error: {file}:2: unknown label 'unsure'"),
+        ([json.dumps(xvnli_record("neutral", 1, "?!"))], r"error: {file}:2: hypothesis is empty after cleaning"),
+    ],
+    ids=["malformed_line", "unknown_label", "empty_caption"],
+)
+def test_bad_records_stop_the_run_naming_file_and_line(lines, message, run_xvnli, benchmark_root,
+                                                       tiny_pretrained_folder, tmp_path):
+    test_file = tmp_path / "test.jsonl"
+    test_file.write_text(json.dumps(xvnli_record("neutral", 0, "a dog")) + "\n" + "\n".join(lines) + "\n")
+    argv = ["--task", "xvnli", "--languages", "fr", "--test_file", str(test_file), "--data_root", str(benchmark_root),
+            "--model_name_or_path", str(tiny_pretrained_folder), "--output_dir", str(tmp_path / "out"),
+            "--do_predict", *QUIET]
+    with pytest.raises(SystemExit) as stopped:
+        run_xvnli(argv)
+    assert re.match(message.format(file=re.escape(str(test_file))), stopped.value.code), stopped.value.code
+
+
+def test_undecodable_training_image_stops_training_naming_the_record(run_xvnli, benchmark_root, tiny_pretrained_folder,
+                                                                     tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / f"{FLICKR_IDS[0]}.jpg").write_bytes(b"")  # exists (passes the image check), 0 bytes
+    train = write_jsonl(tmp_path / "train.jsonl", [xvnli_record("entailment", 0, "a dog runs")])
+    argv = ["--task", "xvnli", "--train_file", str(train), "--image_root", str(images), "--data_root",
+            str(benchmark_root), "--model_name_or_path", str(tiny_pretrained_folder), "--output_dir",
+            str(tmp_path / "out"), "--do_train", *TINY_TRAINING]
+    with pytest.raises(SystemExit) as stopped:
+        run_xvnli(argv)
+    assert stopped.value.code == f"error: {train}:1: image file {str(images / (FLICKR_IDS[0] + '.jpg'))!r} is empty (0 bytes)"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Launchers
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_two_processes_evaluate_every_sample_exactly_once(run_retrieval, benchmark_root, tiny_pretrained_folder,
+                                                          english_xvnli, tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+               str(REPO / "tests" / "benchmark_distributed_worker.py"), str(benchmark_root),
+               str(tiny_pretrained_folder), str(english_xvnli[0]), str(tmp_path / "ddp")]
+    result = subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    single = run_retrieval(["--task", "xflickrco", "--languages", "de,ja,zh", "--data_root", str(benchmark_root),
+                            "--model_name_or_path", str(tiny_pretrained_folder), "--output_dir", str(tmp_path / "single"),
+                            "--do_predict", *QUIET])
+    distributed = json.loads((tmp_path / "ddp" / "xflickrco" / "metrics.json").read_text())
+    assert distributed["languages"] == single["languages"]  # 3 galleries dealt to 2 processes, each scored once
+    xvnli = json.loads((tmp_path / "ddp" / "xvnli" / "metrics.json").read_text())
+    # 3 examples per language split over 2 processes: gathered without the padding duplicate
+    assert {language: counts["examples"] for language, counts in xvnli["counts"].items()} == {"ar": 3, "fr": 3}
+    assert xvnli["languages"] == {language: english_xvnli[1]["languages"][language] for language in ("ar", "fr")}
