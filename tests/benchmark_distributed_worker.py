@@ -1,6 +1,6 @@
 """Run by `torchrun --nproc_per_node 2` in tests/test_benchmark_scripts.py: both scripts, evaluation only.
 
-    python benchmark_distributed_worker.py ROOT MODEL_RETRIEVAL MODEL_XVNLI OUT
+python benchmark_distributed_worker.py ROOT MODEL_RETRIEVAL MODEL_XVNLI OUT
 """
 
 import sys
@@ -15,9 +15,40 @@ import run_xvnli  # noqa: E402
 
 
 root, retrieval_model, xvnli_model, output = sys.argv[1:5]
-common = ["--data_root", root, "--do_predict", "--report_to", "none", "--disable_tqdm", "true",
-          "--per_device_eval_batch_size", "2"]
-run_retrieval.main(["--task", "xflickrco", "--languages", "de,ja,zh", "--model_name_or_path", retrieval_model,
-                    "--output_dir", f"{output}/xflickrco", *common])
-run_xvnli.main(["--task", "xvnli", "--languages", "ar,fr", "--model_name_or_path", xvnli_model, 
-               "--output_dir", f"{output}/xvnli", *common])
+common = [
+    "--data_root",
+    root,
+    "--do_predict",
+    "--report_to",
+    "none",
+    "--disable_tqdm",
+    "true",
+    "--per_device_eval_batch_size",
+    "2",
+]
+run_retrieval.main(
+    [
+        "--task",
+        "xflickrco",
+        "--languages",
+        "de,ja,zh",
+        "--model_name_or_path",
+        retrieval_model,
+        "--output_dir",
+        f"{output}/xflickrco",
+        *common,
+    ]
+)
+run_xvnli.main(
+    [
+        "--task",
+        "xvnli",
+        "--languages",
+        "ar,fr",
+        "--model_name_or_path",
+        xvnli_model,
+        "--output_dir",
+        f"{output}/xvnli",
+        *common,
+    ]
+)

@@ -109,16 +109,21 @@ def _images(root: Path) -> None:
         _write_image(images / "gqa" / f"{name}.jpg", 300 + index)
     for index, (language, concept) in enumerate(MARVL_CONCEPTS.items()):
         for number in range(4):
-            _write_image(images / "marvl-images" / language / "images" / concept / f"{index}-{number}.jpg",
-                         400 + 10 * index + number)
+            _write_image(
+                images / "marvl-images" / language / "images" / concept / f"{index}-{number}.jpg",
+                400 + 10 * index + number,
+            )
     for index, language in enumerate(("id", "tr", "zh")):
         for number in range(4):
-            _write_image(images / "marvl_fewshot" / language / "all" / f"{index}-n-{number}.jpg", 500 + 10 * index + number)
+            _write_image(
+                images / "marvl_fewshot" / language / "all" / f"{index}-n-{number}.jpg", 500 + 10 * index + number
+            )
     for split, folder in (("train", "train/7"), ("dev", "dev"), ("test1", "test1")):
         for pair in range(3):
             for side in (0, 1):
-                _write_image(images / "nlvr2" / folder / f"{split}-{pair}-0-img{side}.png", 600 + pair * 2 + side,
-                             fmt="PNG")
+                _write_image(
+                    images / "nlvr2" / folder / f"{split}-{pair}-0-img{side}.png", 600 + pair * 2 + side, fmt="PNG"
+                )
     for index in range(4):
         _write_image(images / "wit" / f"Wiki_image_{index}.jpg", 700 + index)
 
@@ -133,11 +138,17 @@ def _retrieval(root: Path) -> None:
             {"caption": captions[(index + shift) % 8], "image": flickr[index], "image_id": index}
             for index in range(6) for shift in (0, 1)
         ])  # fmt: skip
-        write_json(finetune / "multi30k" / f"val.{language}.json",
-                   [{"image": flickr[index], "caption": [captions[index]], "image_id": index} for index in range(4)])
-        write_json(finetune / "multi30k" / f"test_2016_flickr.{language}.json",
-                   [{"image": flickr[index], "caption": [captions[index], captions[(index + 4) % 8]]}
-                    for index in range(4, 8)])
+        write_json(
+            finetune / "multi30k" / f"val.{language}.json",
+            [{"image": flickr[index], "caption": [captions[index]], "image_id": index} for index in range(4)],
+        )
+        write_json(
+            finetune / "multi30k" / f"test_2016_flickr.{language}.json",
+            [
+                {"image": flickr[index], "caption": [captions[index], captions[(index + 4) % 8]]}
+                for index in range(4, 8)
+            ],
+        )
     coco_val = [f"val2014/COCO_val2014_{image_id:012d}.jpg" for image_id in COCO_VAL_IDS]
     coco_train = [f"train2014/COCO_train2014_{image_id:012d}.jpg" for image_id in COCO_TRAIN_IDS]
     for language in ("en", "zh", "ja"):
@@ -145,47 +156,67 @@ def _retrieval(root: Path) -> None:
             {"caption": CAPTIONS[index + shift], "image": image, "image_id": f"coco_{COCO_TRAIN_IDS[index]}"}
             for index, image in enumerate(coco_train) for shift in (0, 3)
         ])  # fmt: skip
-        eval_items = [{"image": image, "caption": [CAPTIONS[index]], "image_id": f"coco_{image_id}"}
-                      for index, (image, image_id) in enumerate(zip(coco_val, COCO_VAL_IDS))]
+        eval_items = [
+            {"image": image, "caption": [CAPTIONS[index]], "image_id": f"coco_{image_id}"}
+            for index, (image, image_id) in enumerate(zip(coco_val, COCO_VAL_IDS, strict=True))
+        ]
         dev_name = {"en": "en.valid.json", "zh": "zh.val.json", "ja": "ja.valid.json"}[language]
         test_name = {"en": "en.1k_test.json", "zh": "zh.test.json", "ja": "ja.1k_test.json"}[language]
         write_json(finetune / "mscoco" / dev_name, eval_items)
         write_json(finetune / "mscoco" / test_name, eval_items)
     # X-VLM English Flickr30K 1K / COCO 5K json: the same schema
-    write_json(finetune / "flickr30k_train.json",
-               [{"caption": CAPTIONS[index], "image": flickr[index], "image_id": index} for index in range(8)])
+    write_json(
+        finetune / "flickr30k_train.json",
+        [{"caption": CAPTIONS[index], "image": flickr[index], "image_id": index} for index in range(8)],
+    )
     for name, indices in (("flickr30k_val.json", range(4)), ("flickr30k_test.json", range(4, 8))):
-        write_json(finetune / name, [{"image": flickr[index], "caption": [CAPTIONS[index], CAPTIONS[(index + 1) % 8]]}
-                                     for index in indices])
-    write_json(finetune / "coco_test.json",
-               [{"image": image, "caption": [CAPTIONS[index]]} for index, image in enumerate(coco_val)])
+        write_json(
+            finetune / name,
+            [{"image": flickr[index], "caption": [CAPTIONS[index], CAPTIONS[(index + 1) % 8]]} for index in indices],
+        )
+    write_json(
+        finetune / "coco_test.json",
+        [{"image": image, "caption": [CAPTIONS[index]]} for index, image in enumerate(coco_val)],
+    )
 
     iglue = root / "iglue" / "datasets"
     write_jsonl(iglue / "flickr30k" / "annotations" / "train_ann.jsonl", [
         {"sentences": [CAPTIONS[index], CAPTIONS[(index + 3) % 8]], "id": image_id, "img_path": f"{image_id}.jpg"}
         for index, image_id in enumerate(FLICKR_IDS[:6])
     ])  # fmt: skip
-    write_jsonl(iglue / "flickr30k" / "annotations" / "valid_ann.jsonl", [
-        {"sentences": [CAPTIONS[index]], "id": FLICKR_IDS[index], "img_path": f"{FLICKR_IDS[index]}.jpg"}
-        for index in (6, 7)
-    ] + [{"sentences": [CAPTIONS[2]], "id": COCO_VAL_IDS[0], "img_path": f"COCO_val2014_{COCO_VAL_IDS[0]:012d}.jpg"}])
+    write_jsonl(
+        iglue / "flickr30k" / "annotations" / "valid_ann.jsonl",
+        [
+            {"sentences": [CAPTIONS[index]], "id": FLICKR_IDS[index], "img_path": f"{FLICKR_IDS[index]}.jpg"}
+            for index in (6, 7)
+        ]
+        + [
+            {"sentences": [CAPTIONS[2]], "id": COCO_VAL_IDS[0], "img_path": f"COCO_val2014_{COCO_VAL_IDS[0]:012d}.jpg"}
+        ],
+    )
     for language in XFLICKRCO_LANGUAGES:
         captions = captions_in(language)
-        records = [
-            {"sentences": [captions[index]], "id": FLICKR_IDS[index], "img_path": f"{FLICKR_IDS[index]}.jpg"}
-            for index in range(2)
-        ] + [
-            {"sentences": [captions[4 + index]], "id": image_id, "img_path": f"COCO_val2014_{image_id:012d}.jpg"}
-            for index, image_id in enumerate(COCO_VAL_IDS[:2])
-        ] + [{"sentences": [""], "id": FLICKR_IDS[3], "img_path": f"{FLICKR_IDS[3]}.jpg"}]  # left out, as the original
+        records = (
+            [
+                {"sentences": [captions[index]], "id": FLICKR_IDS[index], "img_path": f"{FLICKR_IDS[index]}.jpg"}
+                for index in range(2)
+            ]
+            + [
+                {"sentences": [captions[4 + index]], "id": image_id, "img_path": f"COCO_val2014_{image_id:012d}.jpg"}
+                for index, image_id in enumerate(COCO_VAL_IDS[:2])
+            ]
+            + [{"sentences": [""], "id": FLICKR_IDS[3], "img_path": f"{FLICKR_IDS[3]}.jpg"}]
+        )  # left out, as the original
         write_jsonl(iglue / "xFlickrCO" / "annotations" / language / "test.jsonl", records)
         if language != "en":
             write_jsonl(iglue / "xFlickrCO" / "annotations" / language / "train_100.jsonl", [
                 {"sentences": [captions[index]], "id": FLICKR_IDS[index], "img_path": f"{FLICKR_IDS[index]}.jpg"}
                 for index in range(2, 8)
             ])  # fmt: skip
-            write_jsonl(iglue / "xFlickrCO" / "annotations_machine-translate" / language / "test_gmt.jsonl",
-                        [dict(record, sentences=[CAPTIONS[number]]) for number, record in enumerate(records[:4])])
+            write_jsonl(
+                iglue / "xFlickrCO" / "annotations_machine-translate" / language / "test_gmt.jsonl",
+                [dict(record, sentences=[CAPTIONS[number]]) for number, record in enumerate(records[:4])],
+            )
 
 
 def wit_record(index: int, language: str, caption: str, with_image: bool = True) -> dict:
@@ -206,27 +237,42 @@ def wit_record(index: int, language: str, caption: str, with_image: bool = True)
 def _wit(root: Path) -> None:
     def lines(language: str, with_image: bool) -> list[dict]:
         # two captions share image 0 (grouped by image_url), one is empty (left out), one is "." (kept verbatim)
-        return [wit_record(0, language, CAPTIONS[0], with_image), wit_record(0, language, CAPTIONS[1], with_image),
-                wit_record(1, language, CAPTIONS[2], with_image), wit_record(2, language, ".", with_image),
-                wit_record(3, language, "", with_image)]
+        return [
+            wit_record(0, language, CAPTIONS[0], with_image),
+            wit_record(0, language, CAPTIONS[1], with_image),
+            wit_record(1, language, CAPTIONS[2], with_image),
+            wit_record(2, language, ".", with_image),
+            wit_record(3, language, "", with_image),
+        ]
 
-    for folder, with_image in ((root / "data" / "wit" / "annotations-bs64", True),
-                               (root / "iglue" / "datasets" / "wit" / "annotations", False)):
-        write_jsonl(folder / "train_en.jsonl",
-                    [wit_record(index % 4, "en", CAPTIONS[index], with_image) for index in range(8)])
+    for folder, with_image in (
+        (root / "data" / "wit" / "annotations-bs64", True),
+        (root / "iglue" / "datasets" / "wit" / "annotations", False),
+    ):
+        write_jsonl(
+            folder / "train_en.jsonl", [wit_record(index % 4, "en", CAPTIONS[index], with_image) for index in range(8)]
+        )
         write_jsonl(folder / "val_en.jsonl", lines("en", with_image))
         for language in WIT_LANGUAGES:
             write_jsonl(folder / f"test_{language}.jsonl", lines(language, with_image))
     for language in WIT_LANGUAGES:
         if language != "en":
-            write_jsonl(root / "data" / "wit" / "annotations_machine-translate-bs64" / f"test_{language}_gmt.jsonl",
-                        lines(language, True)[:3])
+            write_jsonl(
+                root / "data" / "wit" / "annotations_machine-translate-bs64" / f"test_{language}_gmt.jsonl",
+                lines(language, True)[:3],
+            )
 
 
 def xvnli_record(label: str, image_index: int, hypothesis: str) -> dict:
     image_id = FLICKR_IDS[image_index]
-    return {"gold_label": label, "sentence1": CAPTIONS[image_index], "sentence2": hypothesis,
-            "captionID": f"{image_id}.jpg#2", "pairID": f"{image_id}.jpg#2r1{label[:1]}", "Flikr30kID": image_id}
+    return {
+        "gold_label": label,
+        "sentence1": CAPTIONS[image_index],
+        "sentence2": hypothesis,
+        "captionID": f"{image_id}.jpg#2",
+        "pairID": f"{image_id}.jpg#2r1{label[:1]}",
+        "Flikr30kID": image_id,
+    }
 
 
 def _xvnli(root: Path) -> None:
@@ -234,38 +280,58 @@ def _xvnli(root: Path) -> None:
     labels = ("entailment", "neutral", "contradiction")
     train = [xvnli_record(labels[index % 3], index % 8, CAPTIONS[(index * 3) % 8]) for index in range(12)]
     _zip_in_place(write_jsonl(annotations / "en" / "train.jsonl", train))
-    write_jsonl(annotations / "en" / "dev.jsonl",
-                [xvnli_record(labels[index % 3], index, CAPTIONS[index]) for index in range(4)]
-                + [xvnli_record("-", 5, CAPTIONS[5])])
+    write_jsonl(
+        annotations / "en" / "dev.jsonl",
+        [xvnli_record(labels[index % 3], index, CAPTIONS[index]) for index in range(4)]
+        + [xvnli_record("-", 5, CAPTIONS[5])],
+    )
     for language in XVNLI_LANGUAGES:
         captions = captions_in(language)
         records = [xvnli_record(labels[index % 3], 4 + index, captions[index]) for index in range(3)]
         records.append(xvnli_record("-", 7, captions[7]))  # no gold label: left out, as the original
         write_jsonl(annotations / language / "test.jsonl", records)
         if language != "en":
-            write_jsonl(annotations / language / "train_48.jsonl",
-                        [xvnli_record(labels[index % 3], index, captions[index]) for index in range(4)])
-            write_jsonl(root / "iglue" / "datasets" / "XVNLI" / "annotations_machine-translate" / language
-                        / "test.jsonl", [xvnli_record(labels[index % 3], 4 + index, CAPTIONS[index])
-                                         for index in range(3)])
+            write_jsonl(
+                annotations / language / "train_48.jsonl",
+                [xvnli_record(labels[index % 3], index, captions[index]) for index in range(4)],
+            )
+            write_jsonl(
+                root / "iglue" / "datasets" / "XVNLI" / "annotations_machine-translate" / language / "test.jsonl",
+                [xvnli_record(labels[index % 3], 4 + index, CAPTIONS[index]) for index in range(3)],
+            )
 
 
 def _gqa(root: Path) -> None:
     iglue = root / "iglue" / "datasets"
     answers = ["yes", "no", "left", "red"]
-    write_json(iglue / "gqa" / "annotations" / "trainval_ans2label.json",
-               {answer: index for index, answer in enumerate(answers)})
-    train = [{"img_id": GQA_IMAGES[index % 4], "sent": question, "question_id": str(20968379 + index),
-              "label": label} for index, (question, label) in enumerate([
-                  ("Is it overcast?", {"no": 1.0}), ("Which side is the dog on?", {"left": 1.0}),
-                  ("What color is the car?", {"red": 1.0, "yes": 0.3}), ("Is there a cat?", {"yes": 1.0})])]
+    write_json(
+        iglue / "gqa" / "annotations" / "trainval_ans2label.json",
+        {answer: index for index, answer in enumerate(answers)},
+    )
+    train = [
+        {"img_id": GQA_IMAGES[index % 4], "sent": question, "question_id": str(20968379 + index), "label": label}
+        for index, (question, label) in enumerate(
+            [
+                ("Is it overcast?", {"no": 1.0}),
+                ("Which side is the dog on?", {"left": 1.0}),
+                ("What color is the car?", {"red": 1.0, "yes": 0.3}),
+                ("Is there a cat?", {"yes": 1.0}),
+            ]
+        )
+    ]
     _zip_in_place(write_json(iglue / "gqa" / "annotations" / "train.json", train))
     write_json(iglue / "gqa" / "annotations" / "valid.json", train[:2])
     for language in XGQA_LANGUAGES:
-        questions = {str(201307251 + index): {"imageId": GQA_IMAGES[index], "question": question, "answer": answer,
-                                              "fullAnswer": f"The answer is {answer}.", "types": {}}
-                     for index, (question, answer) in enumerate([("Is it overcast?", "no"),
-                                                                  ("What color is the car?", "red")])}
+        questions = {
+            str(201307251 + index): {
+                "imageId": GQA_IMAGES[index],
+                "question": question,
+                "answer": answer,
+                "fullAnswer": f"The answer is {answer}.",
+                "types": {},
+            }
+            for index, (question, answer) in enumerate([("Is it overcast?", "no"), ("What color is the car?", "red")])
+        }
         write_json(iglue / "xGQA" / "annotations" / "few_shot" / language / "test.json", questions)
         if language != "en":
             write_json(iglue / "xGQA" / "annotations" / "few_shot" / language / "train_48.json", questions)
@@ -279,9 +345,17 @@ def marvl_record(language: str, index: int, caption: str, label: bool, few_shot:
         left, right = f"{concept}/{number}-n-{index}.jpg", f"{concept}/{number}-n-{index + 1}.jpg"
     else:
         left, right = f"{number}-{index}.jpg", f"{number}-{index + 1}.jpg"
-    return {"concept": concept, "language": language, "caption": caption, "left_img": left, "right_img": right,
-            "annotator_info": {"annotator_id": f"{language}_01", "gender": "female", "age": 30},
-            "chapter": "Basic actions and technology", "id": f"{language}-{index}", "label": label}
+    return {
+        "concept": concept,
+        "language": language,
+        "caption": caption,
+        "left_img": left,
+        "right_img": right,
+        "annotator_info": {"annotator_id": f"{language}_01", "gender": "female", "age": 30},
+        "chapter": "Basic actions and technology",
+        "id": f"{language}-{index}",
+        "label": label,
+    }
 
 
 def _nlvr(root: Path) -> None:
@@ -289,9 +363,16 @@ def _nlvr(root: Path) -> None:
     for split, folder_split in (("train", "train"), ("dev", "dev"), ("test", "test1")):
         records = []
         for pair in range(3):
-            record = {"sentence": CAPTIONS[pair], "label": "True" if pair % 2 == 0 else "False",
-                      "identifier": f"{folder_split}-{pair}-0-{pair}", "left_url": "http://x/l.jpg",
-                      "right_url": "http://x/r.jpg", "writer": "w1", "synset": "n02", "query": "dog"}
+            record = {
+                "sentence": CAPTIONS[pair],
+                "label": "True" if pair % 2 == 0 else "False",
+                "identifier": f"{folder_split}-{pair}-0-{pair}",
+                "left_url": "http://x/l.jpg",
+                "right_url": "http://x/r.jpg",
+                "writer": "w1",
+                "synset": "n02",
+                "query": "dog",
+            }
             if split == "train":
                 record["directory"] = 7
             records.append(record)
@@ -307,22 +388,28 @@ def _nlvr(root: Path) -> None:
         write_jsonl(marvl / "zero_shot" / "annotations" / f"marvl-{language}.jsonl", records)
         write_jsonl(marvl / "zero_shot" / "annotations_machine-translate" / f"marvl-{language}_gmt.jsonl", records)
     for language in ("id", "tr", "zh"):
-        write_jsonl(marvl / "few_shot" / "annotations" / f"marvl-{language}_train10x2.jsonl",
-                    [marvl_record(language, index, CAPTIONS[index], index % 2 == 1, few_shot=True)
-                     for index in range(3)])
+        write_jsonl(
+            marvl / "few_shot" / "annotations" / f"marvl-{language}_train10x2.jsonl",
+            [marvl_record(language, index, CAPTIONS[index], index % 2 == 1, few_shot=True) for index in range(3)],
+        )
 
 
 def _vqa(root: Path) -> None:
     finetune = root / "data" / "finetune"
     image = f"val2014/COCO_val2014_{COCO_VAL_IDS[0]:012d}.jpg"
     write_json(finetune / "answer_list.json", ["yes", "no", "2", "red"])
-    annotated = [{"question_id": 5000 + index, "question": question, "answer": answers, "image": image,
-                  "dataset": "vqa"} for index, (question, answers) in enumerate([
-                      ("Is this a dog?", ["yes"] * 9 + ["no"]), ("How many cats are there?", ["2"] * 6 + ["two"] * 4)])]
+    annotated = [
+        {"question_id": 5000 + index, "question": question, "answer": answers, "image": image, "dataset": "vqa"}
+        for index, (question, answers) in enumerate(
+            [("Is this a dog?", ["yes"] * 9 + ["no"]), ("How many cats are there?", ["2"] * 6 + ["two"] * 4)]
+        )
+    ]
     write_json(finetune / "vqa_train.json", annotated)
     write_json(finetune / "vqa_val.json", annotated)
-    write_json(finetune / "vqa_test.json", [{"question_id": 6000, "question": "What color is it?", "image": image,
-                                             "dataset": "vqa"}])
+    write_json(
+        finetune / "vqa_test.json",
+        [{"question_id": 6000, "question": "What color is it?", "image": image, "dataset": "vqa"}],
+    )
 
 
 def build_benchmark_root(root: Path) -> Path:

@@ -186,9 +186,15 @@ def tiny_pretrained_folder(tmp_path_factory, tiny_tokenizer) -> Path:
     # smaller than tiny_config's default (1 text + 1 fusion layer, 16-wide Swin): the script tests run it many times
     config = tiny_config(
         vision_config={"image_size": 32, "embed_dim": 16, "depths": [1, 1], "num_heads": [1, 2], "window_size": 4},
-        text_config={"vocab_size": len(tiny_tokenizer), "hidden_size": 32, "num_hidden_layers": 2,
-                     "num_fusion_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
-                     "max_position_embeddings": 40},
+        text_config={
+            "vocab_size": len(tiny_tokenizer),
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_fusion_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 32,
+            "max_position_embeddings": 40,
+        },
     )
     CCLMForPreTraining(config).save_pretrained(folder)
     size = config.image_size

@@ -104,8 +104,14 @@ def test_iglue_average_excludes_english():
 
 def test_metrics_record_markdown_and_seeds(tmp_path):
     runs = [
-        build_metrics("xvnli", "zero_shot", "m", {"en": {"accuracy": 0.8}, "ar": {"accuracy": acc}},
-                      {"ar": {"examples": 3, "skipped": {}}}, dev={"accuracy": 0.7})
+        build_metrics(
+            "xvnli",
+            "zero_shot",
+            "m",
+            {"en": {"accuracy": 0.8}, "ar": {"accuracy": acc}},
+            {"ar": {"examples": 3, "skipped": {}}},
+            dev={"accuracy": 0.7},
+        )
         for acc in (0.5, 0.7)
     ]
     assert runs[0]["average"] == {"accuracy": 0.5} and runs[0]["average_languages"] == ["ar"]
@@ -145,12 +151,20 @@ def _load_table_script():
 
 def test_iglue_table_from_five_hand_written_runs(tmp_path, capsys):
     folders = [
-        _write_run(tmp_path / "xvnli", "xvnli", "zero_shot", {"en": {"accuracy": 0.9}, "ar": {"accuracy": 0.7},
-                                                              "fr": {"accuracy": 0.8}}),
+        _write_run(
+            tmp_path / "xvnli",
+            "xvnli",
+            "zero_shot",
+            {"en": {"accuracy": 0.9}, "ar": {"accuracy": 0.7}, "fr": {"accuracy": 0.8}},
+        ),
         _write_run(tmp_path / "xgqa", "xgqa", "zero_shot", {"de": {"accuracy": 0.4}, "zh": {"accuracy": 0.5}}),
         _write_run(tmp_path / "marvl", "marvl", "zero_shot", {"id": {"accuracy": 0.6}, "tr": {"accuracy": 0.7}}),
-        _write_run(tmp_path / "xflickrco", "xflickrco", "zero_shot",
-                   {"de": {"img_r1": 0.7, "txt_r1": 0.6}, "ja": {"img_r1": 0.5, "txt_r1": 0.4}}),
+        _write_run(
+            tmp_path / "xflickrco",
+            "xflickrco",
+            "zero_shot",
+            {"de": {"img_r1": 0.7, "txt_r1": 0.6}, "ja": {"img_r1": 0.5, "txt_r1": 0.4}},
+        ),
         _write_run(tmp_path / "wit", "wit", "zero_shot", {"ar": {"img_r1": 0.25, "txt_r1": 0.3}}),
     ]
     table = _load_table_script().main([str(folder) for folder in folders])
@@ -158,23 +172,33 @@ def test_iglue_table_from_five_hand_written_runs(tmp_path, capsys):
     lines = table.splitlines()
     assert lines[0] == "| Setting | Model | XVNLI | xGQA | MaRVL | xF&C IR | xF&C TR | WIT IR | WIT TR |"
     assert "| zero_shot | ours (my-cclm) | 75.00 | 45.00 | 65.00 | 60.00 | 50.00 | 25.00 | 30.00 |" in lines
-    assert "| zero_shot | CCLM-base 4M (paper) | 73.32 ± 0.24 | 46.24 ± 0.21 | 67.17 ± 0.42 | 76.56 ± 0.14 | " \
-           "73.46 ± 0.09 | 27.48 ± 0.18 | 28.75 ± 0.23 |" in lines
-    assert lines[-1] == "| translate_test | **bar: best English VLM** | 74.12 | 50.62 | 64.16 | 41.64 | 37.49 | 15.43 | 16.93 |"
+    assert (
+        "| zero_shot | CCLM-base 4M (paper) | 73.32 ± 0.24 | 46.24 ± 0.21 | 67.17 ± 0.42 | 76.56 ± 0.14 | "
+        "73.46 ± 0.09 | 27.48 ± 0.18 | 28.75 ± 0.23 |" in lines
+    )
+    assert (
+        lines[-1]
+        == "| translate_test | **bar: best English VLM** | 74.12 | 50.62 | 64.16 | 41.64 | 37.49 | 15.43 | 16.93 |"
+    )
 
 
 def test_iglue_table_merges_single_language_few_shot_runs_and_shows_seeds(tmp_path):
-    few = [_write_run(tmp_path / f"fs_{language}", "xvnli", "few_shot", {language: {"accuracy": value}})
-           for language, value in (("ar", 0.6), ("fr", 0.8))]
-    seeds = combine_seeds([build_metrics("wit", "zero_shot", "m", {"ar": {"img_r1": v, "txt_r1": v}})
-                           for v in (0.2, 0.4)], [0, 1])
+    few = [
+        _write_run(tmp_path / f"fs_{language}", "xvnli", "few_shot", {language: {"accuracy": value}})
+        for language, value in (("ar", 0.6), ("fr", 0.8))
+    ]
+    seeds = combine_seeds(
+        [build_metrics("wit", "zero_shot", "m", {"ar": {"img_r1": v, "txt_r1": v}}) for v in (0.2, 0.4)], [0, 1]
+    )
     (tmp_path / "wit").mkdir()
     (tmp_path / "wit" / "metrics.json").write_text(json.dumps(seeds))
     table = iglue_table(load_runs([*few, tmp_path / "wit"]))
     assert "| few_shot | ours (my-cclm) | 70.00 | – | – | – | – | – | – |" in table
     assert "| zero_shot | ours (m) | – | – | – | – | – | 30.00 ± 14.14 | 30.00 ± 14.14 |" in table
-    assert "| few_shot | CCLM-base 3M (paper) | 75.15 ± 0.03 | 50.94 ± 0.02 | 70.53 ± 0.18 | 66.04 ± 0.05 | " \
-           "68.15 ± 0.04 | – | – |" in table
+    assert (
+        "| few_shot | CCLM-base 3M (paper) | 75.15 ± 0.03 | 50.94 ± 0.02 | 70.53 ± 0.18 | 66.04 ± 0.05 | "
+        "68.15 ± 0.04 | – | – |" in table
+    )
     with pytest.raises(ValueError, match="both have xvnli few_shot results"):
         iglue_table(load_runs([few[0], few[0]]))
     with pytest.raises(SystemExit, match="no metrics.json"):

@@ -85,8 +85,9 @@ def test_xvnli_leaves_out_pairs_without_gold_label_and_counts_them(benchmark_roo
 
 
 def test_xvnli_unknown_label_names_file_and_line(tmp_path):
-    path = write_jsonl(tmp_path / "test.jsonl", [xvnli_record("entailment", 0, "a dog"),
-                                                 xvnli_record("maybe", 1, "a cat")])
+    path = write_jsonl(
+        tmp_path / "test.jsonl", [xvnli_record("entailment", 0, "a dog"), xvnli_record("maybe", 1, "a cat")]
+    )
     with pytest.raises(BadSampleError, match=rf"{path}:2: unknown label 'maybe'"):
         read_xvnli(path, "/images")
     log = BadRecordLog(skip=True)
@@ -148,16 +149,27 @@ def test_vqa_xvlm_json_weights_and_official_files(benchmark_root, tmp_path):
     assert train[1].answers == {"2": 0.6, "two": 0.4} and len(train[1].annotator_answers) == 10
     (test,) = read_vqa_json(benchmark_root / "data/finetune/vqa_test.json", benchmark_root / "images")
     assert test.answers == {} and test.question_id == 6000
-    questions = {"data_subtype": "val2014", "questions": [
-        {"image_id": COCO_VAL_IDS[0], "question": "Is this a dog?", "question_id": 11}]}
-    annotations = {"annotations": [{"question_id": 11, "image_id": COCO_VAL_IDS[0], "answers": [
-        {"answer": "yes", "answer_confidence": "yes", "answer_id": i} for i in range(1, 11)]}]}
+    questions = {
+        "data_subtype": "val2014",
+        "questions": [{"image_id": COCO_VAL_IDS[0], "question": "Is this a dog?", "question_id": 11}],
+    }
+    annotations = {
+        "annotations": [
+            {
+                "question_id": 11,
+                "image_id": COCO_VAL_IDS[0],
+                "answers": [{"answer": "yes", "answer_confidence": "yes", "answer_id": i} for i in range(1, 11)],
+            }
+        ]
+    }
     write_json(tmp_path / "v2_OpenEnded_mscoco_val2014_questions.json", questions)
     write_json(tmp_path / "v2_mscoco_val2014_annotations.json", annotations)  # found by its official name
     (record,) = read_vqa_official(tmp_path / "v2_OpenEnded_mscoco_val2014_questions.json", benchmark_root / "images")
     assert record.answers == {"yes": 1.0} and record.annotator_answers == ["yes"] * 10
     assert os.path.isfile(record.image.value)  # images/val2014/COCO_val2014_000000391895.jpg
-    write_json(tmp_path / "v2_OpenEnded_mscoco_test-dev2015_questions.json", {**questions, "data_subtype": "test-dev2015"})
+    write_json(
+        tmp_path / "v2_OpenEnded_mscoco_test-dev2015_questions.json", {**questions, "data_subtype": "test-dev2015"}
+    )
     (record,) = read_vqa_official(tmp_path / "v2_OpenEnded_mscoco_test-dev2015_questions.json", "/images")
     assert record.image.value == f"/images/test2015/COCO_test2015_{COCO_VAL_IDS[0]:012d}.jpg"
 
@@ -189,7 +201,9 @@ def test_nlvr2_jsonl_and_xvlm_json_give_the_same_pairs(benchmark_root):
 
 
 def test_nlvr_unknown_label(tmp_path):
-    path = write_json(tmp_path / "nlvr_dev.json", [{"images": ["a.png", "b.png"], "sentence": "two dogs", "label": "yes"}])
+    path = write_json(
+        tmp_path / "nlvr_dev.json", [{"images": ["a.png", "b.png"], "sentence": "two dogs", "label": "yes"}]
+    )
     with pytest.raises(BadSampleError, match=r"nlvr_dev.json\[0\]: unknown label 'yes'"):
         read_nlvr_json(path, "/images")
 
@@ -210,9 +224,12 @@ def test_marvl_jsonl_non_ascii_concepts_few_shot_and_original_preprocessing(benc
     items = json.loads((tmp_path / "data/marvl/marvl-zh.json").read_text())
     raw = [json.loads(line) for line in (marvl / "zero_shot/annotations/marvl-zh.jsonl").read_text().splitlines()]
     assert items[0] == {
-        "sentence": raw[0]["caption"], "label": True,
-        "images": [f"images/marvl-images/zh/images/{MARVL_CONCEPTS['zh']}/{raw[0]['left_img']}",
-                   f"images/marvl-images/zh/images/{MARVL_CONCEPTS['zh']}/{raw[0]['right_img']}"],
+        "sentence": raw[0]["caption"],
+        "label": True,
+        "images": [
+            f"images/marvl-images/zh/images/{MARVL_CONCEPTS['zh']}/{raw[0]['left_img']}",
+            f"images/marvl-images/zh/images/{MARVL_CONCEPTS['zh']}/{raw[0]['right_img']}",
+        ],
     }
     # NLVR.py reads the preprocessed files relative to the data root: the same images as the jsonl reader
     again = read_nlvr_json(tmp_path / "data/marvl/marvl-zh.json", benchmark_root)
@@ -221,11 +238,14 @@ def test_marvl_jsonl_non_ascii_concepts_few_shot_and_original_preprocessing(benc
 
 def test_xflickrco_coco_and_flickr_roots_empty_sentences(benchmark_root):
     log = BadRecordLog(skip=False)
-    records = read_xflickrco_jsonl(benchmark_root / "iglue/datasets/xFlickrCO/annotations/ja/test.jsonl",
-                                   "/flickr", "/coco", log=log)
+    records = read_xflickrco_jsonl(
+        benchmark_root / "iglue/datasets/xFlickrCO/annotations/ja/test.jsonl", "/flickr", "/coco", log=log
+    )
     assert [record.image.value for record in records] == [
-        f"/flickr/{FLICKR_IDS[0]}.jpg", f"/flickr/{FLICKR_IDS[1]}.jpg",
-        f"/coco/COCO_val2014_{COCO_VAL_IDS[0]:012d}.jpg", f"/coco/COCO_val2014_{COCO_VAL_IDS[1]:012d}.jpg",
+        f"/flickr/{FLICKR_IDS[0]}.jpg",
+        f"/flickr/{FLICKR_IDS[1]}.jpg",
+        f"/coco/COCO_val2014_{COCO_VAL_IDS[0]:012d}.jpg",
+        f"/coco/COCO_val2014_{COCO_VAL_IDS[1]:012d}.jpg",
     ]
     assert log.counts == {"empty_caption": 1}  # the all-empty record is left out, as the original
 
@@ -238,8 +258,12 @@ def test_wit_base64_or_files_grouped_by_image_url(benchmark_root):
     assert bs64[3].captions == ["."]  # cleans to nothing: kept verbatim, as the original
     gallery = build_gallery(bs64)
     assert len(gallery.images) == 3 and gallery.text_image_index == [0, 0, 1, 2]  # two captions of image 0
-    files = read_wit_jsonl(benchmark_root / "iglue/datasets/wit/annotations/test_ko.jsonl", benchmark_root / "images/wit")
-    assert files[2].image.value == str(benchmark_root / "images/wit/Wiki_image_1.jpg") and os.path.isfile(files[2].image.value)
+    files = read_wit_jsonl(
+        benchmark_root / "iglue/datasets/wit/annotations/test_ko.jsonl", benchmark_root / "images/wit"
+    )
+    assert files[2].image.value == str(benchmark_root / "images/wit/Wiki_image_1.jpg") and os.path.isfile(
+        files[2].image.value
+    )
     with pytest.raises(BadSampleError, match="no base64 'image_content'"):
         read_wit_jsonl(benchmark_root / "iglue/datasets/wit/annotations/test_ko.jsonl", None)
 
@@ -257,13 +281,16 @@ def test_caption_json_train_positives_across_languages_and_eval_lists(benchmark_
     assert all(len(paths) == 1 for paths in by_image.values())
     test = read_caption_json(multi30k / "test_2016_flickr.en.json", benchmark_root / "images")
     gallery = build_gallery(test)
-    assert len(gallery.images) == 4 and len(gallery.texts) == 8 and gallery.text_image_index == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert (
+        len(gallery.images) == 4 and len(gallery.texts) == 8 and gallery.text_image_index == [0, 0, 1, 1, 2, 2, 3, 3]
+    )
     assert all(os.path.isfile(image.value) for image in gallery.images)
 
 
 def test_empty_caption_is_a_bad_record(tmp_path):
-    path = write_json(tmp_path / "test.json", [{"image": "a.jpg", "caption": ["a dog", "?!"]},
-                                               {"image": "b.jpg", "caption": ""}])
+    path = write_json(
+        tmp_path / "test.json", [{"image": "a.jpg", "caption": ["a dog", "?!"]}, {"image": "b.jpg", "caption": ""}]
+    )
     with pytest.raises(BadSampleError, match=r"test.json\[0\] caption 1: caption is empty after cleaning"):
         read_caption_json(path, "/images")
     log = BadRecordLog(skip=True)
@@ -379,8 +406,9 @@ def test_broken_training_image_is_replaced_and_counted_or_raised(benchmark_root,
 
 
 def test_image_pairs_batch_as_b_2_3_h_w(benchmark_root):
-    records = read_nlvr2_jsonl(benchmark_root / "iglue/datasets/nlvr2/annotations/dev.jsonl",
-                               benchmark_root / "images/nlvr2")
+    records = read_nlvr2_jsonl(
+        benchmark_root / "iglue/datasets/nlvr2/annotations/dev.jsonl", benchmark_root / "images/nlvr2"
+    )
     dataset = ImagePairDataset(records, eval_transform(32))
     batch = ImageTextCollator(_FakeTokenizer())([dataset[0], dataset[1]])
     assert batch["pixel_values"].shape == (2, 2, 3, 32, 32)
@@ -402,12 +430,16 @@ def test_vqa_careful_flip_skips_left_and_right(benchmark_root):
     for _ in range(12):
         for index in range(3):
             pixels = dataset[index]["pixel_values"]
-            seen[index].add("flipped" if torch.equal(pixels, flipped) else "plain" if torch.equal(pixels, plain) else "?")
+            seen[index].add(
+                "flipped" if torch.equal(pixels, flipped) else "plain" if torch.equal(pixels, plain) else "?"
+            )
     assert seen == {0: {"plain"}, 1: {"plain"}, 2: {"plain", "flipped"}}
 
 
 def test_question_answer_collator_flattens_answers(benchmark_root):
-    records = read_gqa_json(benchmark_root / "iglue/datasets/gqa/annotations/train.json", benchmark_root / "images/gqa")
+    records = read_gqa_json(
+        benchmark_root / "iglue/datasets/gqa/annotations/train.json", benchmark_root / "images/gqa"
+    )
     dataset = QuestionAnswerDataset(records, eval_transform(32))
     batch = QuestionAnswerCollator(_FakeTokenizer())([dataset[2], dataset[0]])
     assert batch["answer_counts"].tolist() == [2, 1]
@@ -418,8 +450,9 @@ def test_question_answer_collator_flattens_answers(benchmark_root):
 class _FakeTokenizer:
     """Whitespace tokenizer with the XLM-R call signature: `<s>`=0, `</s>`=2, pad=1, words hashed to 4..99."""
 
-    def __call__(self, texts, padding, truncation, max_length, return_attention_mask, return_token_type_ids,
-                 return_tensors):
+    def __call__(
+        self, texts, padding, truncation, max_length, return_attention_mask, return_token_type_ids, return_tensors
+    ):
         ids = [[0] + [4 + hash(word) % 96 for word in text.split()] + [2] for text in texts]
         if truncation:
             ids = [row[:max_length] for row in ids]

@@ -26,8 +26,13 @@ from cclm_hf.finetuning import TASKS
 
 
 REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-       "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "OMP_NUM_THREADS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+}
 QUIET = ["--report_to", "none", "--disable_tqdm", "true"]
 TINY_TRAINING = ["--max_steps", "2", "--save_strategy", "no", "--per_device_train_batch_size", "4", *QUIET]
 
@@ -127,8 +132,9 @@ def test_xvnli_few_shot_one_model_per_language(run_xvnli, english_xvnli, benchma
     _check_record(record, "xvnli", "few_shot", ["ar", "fr"], ("accuracy",))
     assert record["num_shots"] == "48" and record["counts"]["ar/train"]["examples"] == 4
     for language in ("ar", "fr"):
-        assert isinstance(AutoModelForSequenceClassification.from_pretrained(output / language),
-                          CCLMForSequenceClassification)
+        assert isinstance(
+            AutoModelForSequenceClassification.from_pretrained(output / language), CCLMForSequenceClassification
+        )
 
 
 def test_xvnli_translate_test(run_xvnli, english_xvnli, benchmark_root, tmp_path):
@@ -169,12 +175,27 @@ def images_without_one(benchmark_root, tmp_path):
     return images
 
 
-def test_missing_image_stops_the_script_before_it_starts_with_last_words(benchmark_root, images_without_one,
-                                                                         tiny_pretrained_folder, tmp_path):
-    command = [sys.executable, str(REPO / "examples" / "run_xvnli.py"), "--task", "xvnli", "--languages", "fr",
-               "--data_root", str(benchmark_root), "--image_root", str(images_without_one),
-               "--model_name_or_path", str(tiny_pretrained_folder), "--output_dir", str(tmp_path / "out"),
-               "--do_predict", *QUIET]
+def test_missing_image_stops_the_script_before_it_starts_with_last_words(
+    benchmark_root, images_without_one, tiny_pretrained_folder, tmp_path
+):
+    command = [
+        sys.executable,
+        str(REPO / "examples" / "run_xvnli.py"),
+        "--task",
+        "xvnli",
+        "--languages",
+        "fr",
+        "--data_root",
+        str(benchmark_root),
+        "--image_root",
+        str(images_without_one),
+        "--model_name_or_path",
+        str(tiny_pretrained_folder),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--do_predict",
+        *QUIET,
+    ]
     result = subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=REPO, timeout=600)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
@@ -185,8 +206,9 @@ def test_missing_image_stops_the_script_before_it_starts_with_last_words(benchma
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 
-def test_skip_bad_samples_counts_the_missing_image(run_xvnli, benchmark_root, images_without_one,
-                                                   tiny_pretrained_folder, tmp_path):
+def test_skip_bad_samples_counts_the_missing_image(
+    run_xvnli, benchmark_root, images_without_one, tiny_pretrained_folder, tmp_path
+):
     record = run_xvnli([
         "--task", "xvnli", "--languages", "fr", "--data_root", str(benchmark_root), "--image_root",
         str(images_without_one), "--model_name_or_path", str(tiny_pretrained_folder), "--output_dir",
@@ -204,30 +226,61 @@ def test_skip_bad_samples_counts_the_missing_image(run_xvnli, benchmark_root, im
     ],
     ids=["malformed_line", "unknown_label", "empty_caption"],
 )
-def test_bad_records_stop_the_run_naming_file_and_line(lines, message, run_xvnli, benchmark_root,
-                                                       tiny_pretrained_folder, tmp_path):
+def test_bad_records_stop_the_run_naming_file_and_line(
+    lines, message, run_xvnli, benchmark_root, tiny_pretrained_folder, tmp_path
+):
     test_file = tmp_path / "test.jsonl"
     test_file.write_text(json.dumps(xvnli_record("neutral", 0, "a dog")) + "\n" + "\n".join(lines) + "\n")
-    argv = ["--task", "xvnli", "--languages", "fr", "--test_file", str(test_file), "--data_root", str(benchmark_root),
-            "--model_name_or_path", str(tiny_pretrained_folder), "--output_dir", str(tmp_path / "out"),
-            "--do_predict", *QUIET]
+    argv = [
+        "--task",
+        "xvnli",
+        "--languages",
+        "fr",
+        "--test_file",
+        str(test_file),
+        "--data_root",
+        str(benchmark_root),
+        "--model_name_or_path",
+        str(tiny_pretrained_folder),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--do_predict",
+        *QUIET,
+    ]
     with pytest.raises(SystemExit) as stopped:
         run_xvnli(argv)
     assert re.match(message.format(file=re.escape(str(test_file))), stopped.value.code), stopped.value.code
 
 
-def test_undecodable_training_image_stops_training_naming_the_record(run_xvnli, benchmark_root, tiny_pretrained_folder,
-                                                                     tmp_path):
+def test_undecodable_training_image_stops_training_naming_the_record(
+    run_xvnli, benchmark_root, tiny_pretrained_folder, tmp_path
+):
     images = tmp_path / "images"
     images.mkdir()
     (images / f"{FLICKR_IDS[0]}.jpg").write_bytes(b"")  # exists (passes the image check), 0 bytes
     train = write_jsonl(tmp_path / "train.jsonl", [xvnli_record("entailment", 0, "a dog runs")])
-    argv = ["--task", "xvnli", "--train_file", str(train), "--image_root", str(images), "--data_root",
-            str(benchmark_root), "--model_name_or_path", str(tiny_pretrained_folder), "--output_dir",
-            str(tmp_path / "out"), "--do_train", *TINY_TRAINING]
+    argv = [
+        "--task",
+        "xvnli",
+        "--train_file",
+        str(train),
+        "--image_root",
+        str(images),
+        "--data_root",
+        str(benchmark_root),
+        "--model_name_or_path",
+        str(tiny_pretrained_folder),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--do_train",
+        *TINY_TRAINING,
+    ]
     with pytest.raises(SystemExit) as stopped:
         run_xvnli(argv)
-    assert stopped.value.code == f"error: {train}:1: image file {str(images / (FLICKR_IDS[0] + '.jpg'))!r} is empty (0 bytes)"
+    assert (
+        stopped.value.code
+        == f"error: {train}:1: image file {str(images / (FLICKR_IDS[0] + '.jpg'))!r} is empty (0 bytes)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -235,19 +288,44 @@ def test_undecodable_training_image_stops_training_naming_the_record(run_xvnli, 
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def test_two_processes_evaluate_every_sample_exactly_once(run_retrieval, benchmark_root, tiny_pretrained_folder,
-                                                          english_xvnli, tmp_path):
+def test_two_processes_evaluate_every_sample_exactly_once(
+    run_retrieval, benchmark_root, tiny_pretrained_folder, english_xvnli, tmp_path
+):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-               str(REPO / "tests" / "benchmark_distributed_worker.py"), str(benchmark_root),
-               str(tiny_pretrained_folder), str(english_xvnli[0]), str(tmp_path / "ddp")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(port),
+        str(REPO / "tests" / "benchmark_distributed_worker.py"),
+        str(benchmark_root),
+        str(tiny_pretrained_folder),
+        str(english_xvnli[0]),
+        str(tmp_path / "ddp"),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
-    single = run_retrieval(["--task", "xflickrco", "--languages", "de,ja,zh", "--data_root", str(benchmark_root),
-                            "--model_name_or_path", str(tiny_pretrained_folder), "--output_dir", str(tmp_path / "single"),
-                            "--do_predict", *QUIET])
+    single = run_retrieval(
+        [
+            "--task",
+            "xflickrco",
+            "--languages",
+            "de,ja,zh",
+            "--data_root",
+            str(benchmark_root),
+            "--model_name_or_path",
+            str(tiny_pretrained_folder),
+            "--output_dir",
+            str(tmp_path / "single"),
+            "--do_predict",
+            *QUIET,
+        ]
+    )
     distributed = json.loads((tmp_path / "ddp" / "xflickrco" / "metrics.json").read_text())
     assert distributed["languages"] == single["languages"]  # 3 galleries dealt to 2 processes, each scored once
     xvnli = json.loads((tmp_path / "ddp" / "xvnli" / "metrics.json").read_text())

@@ -31,7 +31,16 @@ from cclm_hf.retrieval import encode_images, encode_texts, itm_rerank
 
 
 def _parse(family: str, *argv: str):
-    base = ["--data_root", "/root", "--model_name_or_path", "/model", "--output_dir", "/tmp/out", "--report_to", "none"]
+    base = [
+        "--data_root",
+        "/root",
+        "--model_name_or_path",
+        "/model",
+        "--output_dir",
+        "/tmp/out",
+        "--report_to",
+        "none",
+    ]
     extra = [RetrievalArguments] if family == "retrieval" else []
     return parse_benchmark_arguments(family, extra, [*argv, *base])
 
@@ -39,7 +48,12 @@ def _parse(family: str, *argv: str):
 def test_original_hyper_parameters_are_the_defaults_and_flags_win():
     spec, _, _, _, args = _parse("retrieval", "--task", "wit")
     assert (args.learning_rate, args.num_train_epochs, args.warmup_steps, args.adam_beta2, args.weight_decay) == (
-        3e-5, 5, 0.1, 0.98, 0.01)
+        3e-5,
+        5,
+        0.1,
+        0.98,
+        0.01,
+    )
     assert args.eval_delay == 4 and args.metric_for_best_model == "r_mean" and spec.k_test == 128
     _, _, _, _, args = _parse("xvnli", "--task", "xvnli", "--setting", "few_shot")
     assert (args.learning_rate, args.num_train_epochs, args.eval_delay) == (1e-6, 60, 10)
@@ -71,8 +85,12 @@ def test_few_shot_translate_test_and_train_language_plans():
     spec, _, benchmark, _, _ = _parse("xvnli", "--task", "xvnli", "--setting", "few_shot", "--languages", "ar,ru")
     plans = plan_runs(spec, benchmark, "/out")
     assert [(p.train_split, p.train_languages, p.test_languages, p.output_dir, p.shots) for p in plans] == [
-        ("few_shot_train", ["ar"], ["ar"], "/out/ar", "48"), ("few_shot_train", ["ru"], ["ru"], "/out/ru", "48")]
-    assert spec.path("/root", "few_shot_train", "ar", "48") == "/root/iglue/datasets/XVNLI/annotations/ar/train_48.jsonl"
+        ("few_shot_train", ["ar"], ["ar"], "/out/ar", "48"),
+        ("few_shot_train", ["ru"], ["ru"], "/out/ru", "48"),
+    ]
+    assert (
+        spec.path("/root", "few_shot_train", "ar", "48") == "/root/iglue/datasets/XVNLI/annotations/ar/train_48.jsonl"
+    )
     spec, _, benchmark, _, _ = _parse("retrieval", "--task", "xflickrco", "--setting", "translate_test")
     (plan,) = plan_runs(spec, benchmark, "/out")
     assert plan.test_split == "translate_test" and "en" not in plan.test_languages and len(plan.test_languages) == 7
@@ -151,8 +169,9 @@ def test_gallery_evaluator_streams_images_in_chunks_with_the_same_result(tmp_pat
             rows = [int(text) for text in texts]
             return {"input_ids": input_ids[rows], "attention_mask": attention_mask[rows]}
 
-    gallery = RetrievalGallery([ImageRef(p) for p in paths], paths, ["0", "1", "2", "3", "4", "0"],
-                               ["t"] * 6, [0, 1, 2, 3, 4, 0])
+    gallery = RetrievalGallery(
+        [ImageRef(p) for p in paths], paths, ["0", "1", "2", "3", "4", "0"], ["t"] * 6, [0, 1, 2, 3, 4, 0]
+    )
     evaluator = GalleryEvaluator(transform, Tokenizer(), max_tokens=40, k=3, image_batch_size=2, image_chunk_size=2)
     metrics = evaluator(model, {"de": gallery})["de"]
     images = torch.stack([transform(ImageRef(path).load("x")) for path in paths])

@@ -60,8 +60,13 @@ def merge_runs(runs: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], dict[
             )
         languages = {**previous["languages"], **run["languages"]}
         average, averaged = language_average(languages)
-        merged[key] = {**previous, "languages": languages, "average": average, "average_languages": averaged,
-                       "_file": f"{previous['_file']} + {run['_file']}"}
+        merged[key] = {
+            **previous,
+            "languages": languages,
+            "average": average,
+            "average_languages": averaged,
+            "_file": f"{previous['_file']} + {run['_file']}",
+        }
         merged[key].pop("std", None)  # a merged run has no seed statistics
     return merged
 
@@ -82,18 +87,24 @@ def iglue_table(runs: Sequence[Mapping[str, Any]]) -> str:
         raise ValueError(f"not IGLUE tasks: {unknown} (expected {', '.join(IGLUE_TASKS)})")
     titles = [title for _, _, title in IGLUE_COLUMNS]
     lines = ["| Setting | Model | " + " | ".join(titles) + " |", "|---|---|" + "---|" * len(titles)]
-    settings = sorted({setting for _, setting in merged}, key=lambda s: _SETTING_ORDER.index(s)
-                      if s in _SETTING_ORDER else len(_SETTING_ORDER))
+    settings = sorted(
+        {setting for _, setting in merged},
+        key=lambda s: _SETTING_ORDER.index(s) if s in _SETTING_ORDER else len(_SETTING_ORDER),
+    )
     for setting in settings:
         models = sorted({run["model"] for (_, run_setting), run in merged.items() if run_setting == setting})
-        cells = [_ours(merged[(task, setting)], metric) if (task, setting) in merged else "–"
-                 for task, metric, _ in IGLUE_COLUMNS]
+        cells = [
+            _ours(merged[(task, setting)], metric) if (task, setting) in merged else "–"
+            for task, metric, _ in IGLUE_COLUMNS
+        ]
         lines.append(f"| {setting} | ours ({', '.join(models)}) | " + " | ".join(cells) + " |")
         for model, row in IGLUE_CCLM_ROWS.get(setting, {}).items():
             paper = [f"{value[0]:.2f} ± {value[1]:.2f}" if value is not None else "–" for value in row]
             lines.append(f"| {setting} | {model} (paper) | " + " | ".join(paper) + " |")
     for model, row in IGLUE_TRANSLATE_TEST_ROWS.items():
-        lines.append(f"| translate_test | {model} (English VLM, IGLUE) | " + " | ".join(f"{v:.2f}" for v in row) + " |")
+        lines.append(
+            f"| translate_test | {model} (English VLM, IGLUE) | " + " | ".join(f"{v:.2f}" for v in row) + " |"
+        )
     best = [max(column) for column in zip(*IGLUE_TRANSLATE_TEST_ROWS.values(), strict=True)]
     lines.append("| translate_test | **bar: best English VLM** | " + " | ".join(f"{v:.2f}" for v in best) + " |")
     return "\n".join(lines) + "\n"

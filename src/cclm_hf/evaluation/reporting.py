@@ -75,7 +75,9 @@ def combine_seeds(records: Sequence[Mapping[str, Any]], seeds: Sequence[int]) ->
     if all(record.get("dev") for record in records):
         combined["dev"], combined["std"]["dev"] = mean_and_std([record["dev"] for record in records])
     combined["seeds"] = list(seeds)
-    combined["counts"] = {f"seed_{seed}": record.get("counts", {}) for seed, record in zip(seeds, records, strict=True)}
+    combined["counts"] = {
+        f"seed_{seed}": record.get("counts", {}) for seed, record in zip(seeds, records, strict=True)
+    }
     return combined
 
 
@@ -92,7 +94,8 @@ def render_metrics_markdown(record: Mapping[str, Any]) -> str:
     lines = [
         f"# {record['task']} ({record['setting']})",
         "",
-        f"Model: `{record['model']}`. Values in %" + (f", mean ± std over seeds {record['seeds']}" if std else "")
+        f"Model: `{record['model']}`. Values in %"
+        + (f", mean ± std over seeds {record['seeds']}" if std else "")
         + "; the paper's numbers in brackets where it reports one.",
         "",
         "| language | " + " | ".join(metric_names) + " |",
@@ -117,7 +120,9 @@ def render_metrics_markdown(record: Mapping[str, Any]) -> str:
     averaged = ", ".join(record.get("average_languages", []))
     lines.append(row(f"**average** ({averaged})", "average", record["average"], std.get("average", {})))
     if record.get("dev"):
-        dev_names = ", ".join(f"{name} {_cell(value, std.get('dev', {}).get(name))}" for name, value in record["dev"].items())
+        dev_names = ", ".join(
+            f"{name} {_cell(value, std.get('dev', {}).get(name))}" for name, value in record["dev"].items()
+        )
         lines += ["", f"English dev set (checkpoint selection): {dev_names}"]
     return "\n".join(lines) + "\n"
 

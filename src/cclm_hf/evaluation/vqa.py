@@ -26,7 +26,29 @@ _NUMBER_WORDS = {
     "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
 }  # fmt: skip
 _ARTICLES = ("a", "an", "the")
-_PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")
+_PUNCTUATION = (
+    ";",
+    "/",
+    "[",
+    "]",
+    '"',
+    "{",
+    "}",
+    "(",
+    ")",
+    "=",
+    "+",
+    "\\",
+    "_",
+    "-",
+    ">",
+    "<",
+    "@",
+    "`",
+    ",",
+    "?",
+    "!",
+)
 # A lookahead and a (mistyped, so never matching) lookbehind: any period not followed by a digit.
 _PERIOD = re.compile(r"(?!<=\d)(\.)(?!\d)")
 _DIGIT_COMMA_DIGIT = re.compile(r"(\d)(,)(\d)")

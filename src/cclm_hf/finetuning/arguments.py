@@ -99,7 +99,11 @@ class BenchmarkArguments:
     max_tokens: int | None = field(default=None, metadata={"help": "Training token limit (default: the task's)."})
 
     def language_list(self) -> list[str] | None:
-        return [language.strip() for language in self.languages.split(",") if language.strip()] if self.languages else None
+        return (
+            [language.strip() for language in self.languages.split(",") if language.strip()]
+            if self.languages
+            else None
+        )
 
     def seed_list(self) -> list[int] | None:
         if not self.seeds:

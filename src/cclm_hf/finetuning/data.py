@@ -71,14 +71,22 @@ def plan_runs(spec: TaskSpec, args: BenchmarkArguments, output_dir: str) -> list
         train_languages = list(spec.train_language_choices)
     else:
         train_languages = _check_languages(
-            [language.strip() for language in args.train_languages.split(",")], spec.train_language_choices,
+            [language.strip() for language in args.train_languages.split(",")],
+            spec.train_language_choices,
             f"{spec.name} --train_languages",
         )
     if setting == "few_shot":
         shots = args.num_shots or spec.default_shots
         return [
-            RunPlan("few_shot_train", [language], ["en"], "test", [language],
-                    output_dir if len(languages) == 1 else os.path.join(output_dir, language), shots)
+            RunPlan(
+                "few_shot_train",
+                [language],
+                ["en"],
+                "test",
+                [language],
+                output_dir if len(languages) == 1 else os.path.join(output_dir, language),
+                shots,
+            )
             for language in languages
         ]
     test_split = "translate_test" if setting == "translate_test" else "test"
@@ -95,8 +103,9 @@ def image_roots(spec: TaskSpec, args: BenchmarkArguments) -> dict[str, str]:
     return roots
 
 
-def _files(spec: TaskSpec, args: BenchmarkArguments, split: str, languages: Sequence[str],
-           shots: str | None) -> list[tuple[str, str]]:
+def _files(
+    spec: TaskSpec, args: BenchmarkArguments, split: str, languages: Sequence[str], shots: str | None
+) -> list[tuple[str, str]]:
     """`(language, path)` of a split: the flag's templates (comma-separated) or the task's defaults."""
     override = args.train_file if split in TRAIN_SPLITS else args.dev_file if split == "dev" else args.test_file
     if not override:
@@ -111,7 +120,14 @@ def _files(spec: TaskSpec, args: BenchmarkArguments, split: str, languages: Sequ
 
 
 def load_run_data(
-    spec: TaskSpec, args: BenchmarkArguments, plan: RunPlan, read: Reader, *, train: bool, dev: bool, test: bool,
+    spec: TaskSpec,
+    args: BenchmarkArguments,
+    plan: RunPlan,
+    read: Reader,
+    *,
+    train: bool,
+    dev: bool,
+    test: bool,
     num_threads: int = 8,
 ) -> RunData:
     """Read the files of `plan` the run needs, check the images, count the records.

@@ -40,7 +40,17 @@ from .trainer import CCLMFinetuningTrainer, RetrievalTrainer
 
 __all__ = ["EntailmentFamily", "RetrievalFamily", "read_nlvr_records", "read_vqa_records"]
 
-RETRIEVAL_METRICS = ("txt_r1", "txt_r5", "txt_r10", "img_r1", "img_r5", "img_r10", "txt_r_mean", "img_r_mean", "r_mean")
+RETRIEVAL_METRICS = (
+    "txt_r1",
+    "txt_r5",
+    "txt_r10",
+    "img_r1",
+    "img_r5",
+    "img_r10",
+    "txt_r_mean",
+    "img_r_mean",
+    "r_mean",
+)
 
 
 class RetrievalFamily(BenchmarkFamily):
@@ -52,12 +62,21 @@ class RetrievalFamily(BenchmarkFamily):
     new_parameter_patterns = ()  # the original's RetrievalModel empties its init_params
     metric_names = RETRIEVAL_METRICS
 
-    def read(self, spec: TaskSpec, args: BenchmarkArguments, path: str, split: str, language: str,
-             roots: dict[str, str], log: BadRecordLog) -> list:
+    def read(
+        self,
+        spec: TaskSpec,
+        args: BenchmarkArguments,
+        path: str,
+        split: str,
+        language: str,
+        roots: dict[str, str],
+        log: BadRecordLog,
+    ) -> list:
         max_words = args.max_words or spec.max_words
         if spec.name == "xflickrco":
-            return read_xflickrco_jsonl(path, roots["image_root"], roots["coco_image_root"], max_words=max_words,
-                                        log=log)
+            return read_xflickrco_jsonl(
+                path, roots["image_root"], roots["coco_image_root"], max_words=max_words, log=log
+            )
         if spec.name == "wit":
             return read_wit_jsonl(path, roots["image_root"], max_words=max_words, log=log)
         return read_caption_json(path, roots["image_root"], max_words=max_words, log=log)
@@ -83,8 +102,10 @@ class RetrievalFamily(BenchmarkFamily):
         train = None
         if context.data.train:
             train = RetrievalTrainDataset(
-                training_pairs(context.data.train), context.train_transform(),
-                skip_bad_samples=context.benchmark_args.skip_bad_samples, name=f"{context.spec.name} train",
+                training_pairs(context.data.train),
+                context.train_transform(),
+                skip_bad_samples=context.benchmark_args.skip_bad_samples,
+                name=f"{context.spec.name} train",
             )
         return RetrievalTrainer(
             model=context.model,
@@ -126,8 +147,12 @@ class EntailmentFamily(BenchmarkFamily):
 
     def dataset(self, records: list, context: RunContext, train: bool) -> EntailmentDataset:
         transform = context.train_transform() if train else context.eval_transform()
-        return EntailmentDataset(records, transform, skip_bad_samples=train and context.benchmark_args.skip_bad_samples,
-                                 name=f"{context.spec.name} {'train' if train else 'evaluation'}")
+        return EntailmentDataset(
+            records,
+            transform,
+            skip_bad_samples=train and context.benchmark_args.skip_bad_samples,
+            name=f"{context.spec.name} {'train' if train else 'evaluation'}",
+        )
 
     def build_trainer(self, context: RunContext) -> Trainer:
         return CCLMFinetuningTrainer(
@@ -158,8 +183,15 @@ class EntailmentFamily(BenchmarkFamily):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def read_vqa_records(spec: TaskSpec, args: BenchmarkArguments, path: str, split: str, language: str,
-                     roots: dict[str, str], log: BadRecordLog) -> list:
+def read_vqa_records(
+    spec: TaskSpec,
+    args: BenchmarkArguments,
+    path: str,
+    split: str,
+    language: str,
+    roots: dict[str, str],
+    log: BadRecordLog,
+) -> list:
     """xGQA / GQA files (list or dict json) and VQA v2 (X-VLM json, or the official questions file)."""
     max_words = TRAIN_QUESTION_WORDS if split in TRAIN_SPLITS else EVAL_QUESTION_WORDS
     if spec.name == "xgqa":
@@ -169,16 +201,24 @@ def read_vqa_records(spec: TaskSpec, args: BenchmarkArguments, path: str, split:
     return read_vqa_json(path, roots["image_root"], max_words=max_words, log=log)
 
 
-def read_nlvr_records(spec: TaskSpec, args: BenchmarkArguments, path: str, split: str, language: str,
-                      roots: dict[str, str], log: BadRecordLog) -> list:
+def read_nlvr_records(
+    spec: TaskSpec,
+    args: BenchmarkArguments,
+    path: str,
+    split: str,
+    language: str,
+    roots: dict[str, str],
+    log: BadRecordLog,
+) -> list:
     """NLVR2 jsonl / X-VLM json (NLVR2 images), MaRVL jsonl (zero-shot, few-shot, translate-test) or the json of the
     original's MaRVL preprocessing (paths relative to ROOT)."""
     max_words = args.max_words or spec.max_words
     name = os.path.basename(path)
     nlvr2_root = roots.get("nlvr2_image_root", roots["image_root"])
     if name.startswith("marvl-") and ".jsonl" in name:
-        return read_marvl_jsonl(path, roots["image_root"], few_shot=split in TRAIN_SPLITS, max_words=max_words,
-                                log=log)
+        return read_marvl_jsonl(
+            path, roots["image_root"], few_shot=split in TRAIN_SPLITS, max_words=max_words, log=log
+        )
     if name.startswith("marvl-"):
         return read_nlvr_json(path, args.data_root, max_words=max_words, log=log)
     if ".jsonl" in name:

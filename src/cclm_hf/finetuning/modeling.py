@@ -73,13 +73,19 @@ def load_task_model(
             _reset_new_modules(model, new)
         logger.warning(
             "%s: new parameters, not in %s (original initialisation, trained from scratch): %s",
-            model_class.__name__, model_name_or_path, ", ".join(summarize_keys(sorted(new))),
+            model_class.__name__,
+            model_name_or_path,
+            ", ".join(summarize_keys(sorted(new))),
         )
     else:
         logger.info("%s: every parameter comes from %s", model_class.__name__, model_name_or_path)
     if info.get("unexpected_keys"):
-        logger.info("Weights of %s not used by %s: %s", model_name_or_path, model_class.__name__,
-                    ", ".join(summarize_keys(sorted(info["unexpected_keys"]), depth=1)))
+        logger.info(
+            "Weights of %s not used by %s: %s",
+            model_name_or_path,
+            model_class.__name__,
+            ", ".join(summarize_keys(sorted(info["unexpected_keys"]), depth=1)),
+        )
     if image_size is not None and image_size != model.config.image_size:
         model = resize_image_size(model, image_size)
     return model
@@ -106,8 +112,11 @@ def resize_image_size(model: PreTrainedModel, image_size: int) -> PreTrainedMode
         state[key] = value
     resized.load_state_dict(state, strict=True)
     logger.info(
-        "Resized the model from %d to %d px (window %d -> %d)", model.config.image_size, image_size,
-        model.config.vision_config.window_size, config.vision_config.window_size,
+        "Resized the model from %d to %d px (window %d -> %d)",
+        model.config.image_size,
+        image_size,
+        model.config.vision_config.window_size,
+        config.vision_config.window_size,
     )
     return resized
 

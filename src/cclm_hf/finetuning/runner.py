@@ -78,7 +78,9 @@ class RunContext:
     def train_transform(self, horizontal_flip: bool = True):
         image_processor = self.processor.image_processor
         return finetune_train_transform(
-            self.image_size, horizontal_flip=horizontal_flip, mean=image_processor.image_mean,
+            self.image_size,
+            horizontal_flip=horizontal_flip,
+            mean=image_processor.image_mean,
             std=image_processor.image_std,
         )
 
@@ -108,8 +110,16 @@ class BenchmarkFamily:
         """Config fields of the head (e.g. `num_labels`)."""
         return {}
 
-    def read(self, spec: TaskSpec, args: BenchmarkArguments, path: str, split: str, language: str,
-             roots: dict[str, str], log: BadRecordLog) -> list[BenchmarkRecord]:
+    def read(
+        self,
+        spec: TaskSpec,
+        args: BenchmarkArguments,
+        path: str,
+        split: str,
+        language: str,
+        roots: dict[str, str],
+        log: BadRecordLog,
+    ) -> list[BenchmarkRecord]:
         """Records of one annotation file."""
         raise NotImplementedError
 
@@ -147,7 +157,9 @@ def _logged_dev_metrics(trainer: Trainer) -> dict[str, float] | None:
     """The dev evaluation of the weights the trainer ends with, when training already made it: the best checkpoint's
     (loaded at the end), or the last step's. `None` when the final weights were never evaluated."""
     state = trainer.state
-    step = state.best_global_step if trainer.args.load_best_model_at_end and state.best_global_step else state.global_step
+    step = (
+        state.best_global_step if trainer.args.load_best_model_at_end and state.best_global_step else state.global_step
+    )
     evaluations = [entry for entry in state.log_history if entry.get("step") == step and "eval_runtime" in entry]
     return evaluations[-1] if evaluations else None
 
@@ -195,16 +207,25 @@ def _run_seed(family, spec, model_args, benchmark_args, family_args, training_ar
         args.seed, args.output_dir = seed, plan.output_dir
         family.prepare_training_args(args)
         data = load_run_data(
-            spec, benchmark_args, plan, family.read, train=args.do_train, dev=args.do_eval, test=args.do_predict,
+            spec,
+            benchmark_args,
+            plan,
+            family.read,
+            train=args.do_train,
+            dev=args.do_eval,
+            test=args.do_predict,
             num_threads=max(1, args.dataloader_num_workers),
         )
         set_seed(seed)
         model = load_task_model(
-            family.model_class, model_args.model_name_or_path, image_size=model_args.image_size,
+            family.model_class,
+            model_args.model_name_or_path,
+            image_size=model_args.image_size,
             **family.model_kwargs(spec),
         )
-        processor = load_processor(model_args.model_name_or_path, model_args.processor_name_or_path,
-                                   model.config.image_size)
+        processor = load_processor(
+            model_args.model_name_or_path, model_args.processor_name_or_path, model.config.image_size
+        )
         context = RunContext(spec, model_args, benchmark_args, family_args, args, plan, data, model, processor)
         trainer = family.build_trainer(context)
         if args.do_train:
@@ -218,8 +239,9 @@ def _run_seed(family, spec, model_args, benchmark_args, family_args, training_ar
         if args.do_predict:
             languages.update(family.test(trainer, context))
         prefix = "" if len(plans) == 1 else f"{plan.train_languages[0]}/"
-        counts.update({(prefix + name if name in ("train", "dev") else name): value
-                       for name, value in data.counts.items()})
+        counts.update(
+            {(prefix + name if name in ("train", "dev") else name): value for name, value in data.counts.items()}
+        )
     extra = {"dev": dev, "seed": seed}
     if spec.train_language_choices != ("en",):
         extra["train_languages"] = benchmark_args.train_languages

@@ -56,8 +56,9 @@ class BenchmarkDataset(torch.utils.data.Dataset):
         name: Used in log lines.
     """
 
-    def __init__(self, items: Sequence[Any], transform: Transform, *, skip_bad_samples: bool = False,
-                 name: str = "dataset") -> None:
+    def __init__(
+        self, items: Sequence[Any], transform: Transform, *, skip_bad_samples: bool = False, name: str = "dataset"
+    ) -> None:
         self.items = list(items)
         self.transform = transform
         self.skip_bad_samples = skip_bad_samples
@@ -121,8 +122,9 @@ class QuestionAnswerDataset(BenchmarkDataset):
     (the original's `careful_hflip`); the draw uses torch's RNG, seeded per DataLoader worker.
     """
 
-    def __init__(self, items: Sequence[QuestionRecord], transform: Transform, *, careful_flip: bool = False,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, items: Sequence[QuestionRecord], transform: Transform, *, careful_flip: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(items, transform, **kwargs)
         self.careful_flip = careful_flip
 

@@ -42,7 +42,7 @@ def parse_bool_label(value: Any, source: str) -> int:
         return 1
     if value is False or value == "False":
         return 0
-    raise bad_sample(source, f"unknown label {value!r} (expected true/false or \"True\"/\"False\")", "unknown_label")
+    raise bad_sample(source, f'unknown label {value!r} (expected true/false or "True"/"False")', "unknown_label")
 
 
 def join_root(root: str | os.PathLike[str] | None, path: str) -> str:

@@ -143,9 +143,7 @@ def read_json(path: str | os.PathLike[str] | AnnotationFile) -> tuple[Any, Annot
     except UnicodeDecodeError as error:
         raise AnnotationFileError(f"{location}: not valid UTF-8 at byte {error.start}") from error
     except json.JSONDecodeError as error:
-        raise AnnotationFileError(
-            f"{location}:{error.lineno}:{error.colno}: malformed json: {error.msg}"
-        ) from error
+        raise AnnotationFileError(f"{location}:{error.lineno}:{error.colno}: malformed json: {error.msg}") from error
 
 
 def _report(error: BadSampleError, on_bad_record: OnBadRecord | None) -> None:

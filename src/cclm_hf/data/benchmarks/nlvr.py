@@ -52,7 +52,10 @@ def _nlvr2_image_paths(image_root: str | os.PathLike[str], identifier: str, dire
 
 
 def read_nlvr2_jsonl(
-    path: str | os.PathLike[str], image_root: str | os.PathLike[str], *, max_words: int = MAX_WORDS,
+    path: str | os.PathLike[str],
+    image_root: str | os.PathLike[str],
+    *,
+    max_words: int = MAX_WORDS,
     log: BadRecordLog | None = None,
 ) -> list[ImagePairRecord]:
     """Read an NLVR2 jsonl file (string labels; `directory` locates the training images)."""
@@ -73,7 +76,10 @@ def read_nlvr2_jsonl(
 
 
 def read_nlvr_json(
-    path: str | os.PathLike[str], image_root: str | os.PathLike[str] | None, *, max_words: int = MAX_WORDS,
+    path: str | os.PathLike[str],
+    image_root: str | os.PathLike[str] | None,
+    *,
+    max_words: int = MAX_WORDS,
     log: BadRecordLog | None = None,
 ) -> list[ImagePairRecord]:
     """Read an X-VLM NLVR2 json or a preprocessed MaRVL json (`images` relative to `image_root`; MaRVL's are relative
@@ -106,8 +112,12 @@ def _marvl_image_paths(record: dict, few_shot: bool, source: str) -> tuple[str, 
 
 
 def read_marvl_jsonl(
-    path: str | os.PathLike[str], image_root: str | os.PathLike[str], *, few_shot: bool = False,
-    max_words: int = MAX_WORDS, log: BadRecordLog | None = None,
+    path: str | os.PathLike[str],
+    image_root: str | os.PathLike[str],
+    *,
+    few_shot: bool = False,
+    max_words: int = MAX_WORDS,
+    log: BadRecordLog | None = None,
 ) -> list[ImagePairRecord]:
     """Read an IGLUE MaRVL jsonl (boolean labels). `image_root` is the folder holding `marvl-images/` (zero-shot
     test sets: `marvl-images/{language}/images/{concept}/{img}`) and `marvl_fewshot/` (few-shot training sets:
@@ -124,8 +134,12 @@ def read_marvl_jsonl(
             continue
         records.append(
             ImagePairRecord(
-                source, ImageRef(join_root(image_root, left)), ImageRef(join_root(image_root, right)), sentence,
-                label, str(record.get("id", "")),
+                source,
+                ImageRef(join_root(image_root, left)),
+                ImageRef(join_root(image_root, right)),
+                sentence,
+                label,
+                str(record.get("id", "")),
             )
         )
     log.summarize(len(records))

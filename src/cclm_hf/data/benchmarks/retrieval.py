@@ -50,7 +50,10 @@ def _log(log: BadRecordLog | None) -> BadRecordLog:
 
 
 def read_caption_json(
-    path: str | os.PathLike[str], image_root: str | os.PathLike[str], *, max_words: int = 30,
+    path: str | os.PathLike[str],
+    image_root: str | os.PathLike[str],
+    *,
+    max_words: int = 30,
     log: BadRecordLog | None = None,
 ) -> list[CaptionRecord]:
     """Read a CCLM / X-VLM retrieval json (train: one caption per item; evaluation: caption lists)."""
@@ -84,8 +87,12 @@ def _clean_captions(raw: list, max_words: int, source: str, log: BadRecordLog) -
 
 
 def read_xflickrco_jsonl(
-    path: str | os.PathLike[str], flickr_root: str | os.PathLike[str], coco_root: str | os.PathLike[str], *,
-    max_words: int = 80, log: BadRecordLog | None = None,
+    path: str | os.PathLike[str],
+    flickr_root: str | os.PathLike[str],
+    coco_root: str | os.PathLike[str],
+    *,
+    max_words: int = 80,
+    log: BadRecordLog | None = None,
 ) -> list[CaptionRecord]:
     """Read an IGLUE xFlickr&CO / Flickr30K jsonl (`sentences`, `id`, `img_path`)."""
     log = _log(log)
@@ -118,7 +125,10 @@ def read_xflickrco_jsonl(
 
 
 def read_wit_jsonl(
-    path: str | os.PathLike[str], image_root: str | os.PathLike[str] | None = None, *, max_words: int = 80,
+    path: str | os.PathLike[str],
+    image_root: str | os.PathLike[str] | None = None,
+    *,
+    max_words: int = 80,
     log: BadRecordLog | None = None,
 ) -> list[CaptionRecord]:
     """Read a WIT jsonl, one caption per line; `image_content` (base64) or a file under `image_root`."""

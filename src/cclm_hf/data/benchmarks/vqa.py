@@ -62,7 +62,10 @@ def _share_weights(answers: list[str]) -> dict[str, float]:
 
 
 def read_gqa_json(
-    path: str | os.PathLike[str], image_root: str | os.PathLike[str], *, max_words: int = TRAIN_QUESTION_WORDS,
+    path: str | os.PathLike[str],
+    image_root: str | os.PathLike[str],
+    *,
+    max_words: int = TRAIN_QUESTION_WORDS,
     log: BadRecordLog | None = None,
 ) -> list[QuestionRecord]:
     """Read a GQA list json or an xGQA / GQA dict json (detected per record)."""
@@ -106,8 +109,12 @@ def read_answer_list(path: str | os.PathLike[str]) -> list[str]:
 
 
 def read_vqa_json(
-    path: str | os.PathLike[str], image_root: str | os.PathLike[str], *, vg_image_root: str | None = None,
-    max_words: int = TRAIN_QUESTION_WORDS, log: BadRecordLog | None = None,
+    path: str | os.PathLike[str],
+    image_root: str | os.PathLike[str],
+    *,
+    vg_image_root: str | None = None,
+    max_words: int = TRAIN_QUESTION_WORDS,
+    log: BadRecordLog | None = None,
 ) -> list[QuestionRecord]:
     """Read an X-VLM VQA json (`answer` lists for train / val, no answers for test; `dataset` "vqa" or "vg")."""
     log = log if log is not None else BadRecordLog(skip=False)
@@ -146,8 +153,11 @@ def _official_annotations_path(questions_path: str) -> str:
 
 
 def read_vqa_official(
-    questions_path: str | os.PathLike[str], image_root: str | os.PathLike[str],
-    annotations_path: str | os.PathLike[str] | None = None, *, max_words: int = TRAIN_QUESTION_WORDS,
+    questions_path: str | os.PathLike[str],
+    image_root: str | os.PathLike[str],
+    annotations_path: str | os.PathLike[str] | None = None,
+    *,
+    max_words: int = TRAIN_QUESTION_WORDS,
     log: BadRecordLog | None = None,
 ) -> list[QuestionRecord]:
     """Read the official VQA v2 questions file, with its annotations when they exist (train / val).

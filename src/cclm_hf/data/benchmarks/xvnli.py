@@ -27,7 +27,10 @@ _NO_GOLD_LABEL = "-"
 
 
 def read_xvnli(
-    path: str | os.PathLike[str], image_root: str | os.PathLike[str], *, max_words: int = 80,
+    path: str | os.PathLike[str],
+    image_root: str | os.PathLike[str],
+    *,
+    max_words: int = 80,
     log: BadRecordLog | None = None,
 ) -> list[EntailmentRecord]:
     """Read an XVNLI jsonl file (any split, language or translate-test file)."""
@@ -40,8 +43,9 @@ def read_xvnli(
                 log.protocol_skip("no_gold_label")
                 continue
             if label not in XVNLI_LABELS:
-                raise bad_sample(source, f"unknown label {label!r} (expected one of {XVNLI_LABELS} or '-')",
-                                 "unknown_label")
+                raise bad_sample(
+                    source, f"unknown label {label!r} (expected one of {XVNLI_LABELS} or '-')", "unknown_label"
+                )
             image_id = field(record, "Flikr30kID", source, (str, int))
             text = caption_field(field(record, "sentence2", source), max_words, source, "hypothesis")
         except BadSampleError as error:
