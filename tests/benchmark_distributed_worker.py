@@ -15,40 +15,13 @@ import run_xvnli  # noqa: E402
 
 
 root, retrieval_model, xvnli_model, output = sys.argv[1:5]
-common = [
-    "--data_root",
-    root,
-    "--do_predict",
-    "--report_to",
-    "none",
-    "--disable_tqdm",
-    "true",
-    "--per_device_eval_batch_size",
-    "2",
-]
+flags = ["--data_root", root, "--do_predict", "--per_device_eval_batch_size", "2", "--report_to", "none"]
+flags += ["--disable_tqdm", "true"]
 run_retrieval.main(
-    [
-        "--task",
-        "xflickrco",
-        "--languages",
-        "de,ja,zh",
-        "--model_name_or_path",
-        retrieval_model,
-        "--output_dir",
-        f"{output}/xflickrco",
-        *common,
-    ]
-)
+    ["--task", "xflickrco", "--languages", "de,ja,zh", "--model_name_or_path", retrieval_model,
+     "--output_dir", f"{output}/xflickrco", *flags]
+)  # fmt: skip
 run_xvnli.main(
-    [
-        "--task",
-        "xvnli",
-        "--languages",
-        "ar,fr",
-        "--model_name_or_path",
-        xvnli_model,
-        "--output_dir",
-        f"{output}/xvnli",
-        *common,
-    ]
-)
+    ["--task", "xvnli", "--languages", "ar,fr", "--model_name_or_path", xvnli_model,
+     "--output_dir", f"{output}/xvnli", *flags]
+)  # fmt: skip

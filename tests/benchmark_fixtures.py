@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from conftest import MULTILINGUAL_CAPTIONS
 from PIL import Image
 
 
@@ -31,27 +32,9 @@ XGQA_LANGUAGES = ("bn", "de", "en", "id", "ko", "pt", "ru", "zh")
 MARVL_LANGUAGES = ("id", "sw", "ta", "tr", "zh")
 MARVL_CONCEPTS = {"id": "39-Panci", "sw": "12-Sufuria", "ta": "7-பானை", "tr": "3-Tencere", "zh": "24-花生"}
 
-# Short captions in the tiny test tokenizer's languages (tests/conftest.py), reused for the others.
-CAPTIONS = [
-    "A dog runs across the green park.",
-    "Two cats are sleeping on a wooden table.",
-    "A man rides a red bicycle down the street.",
-    "A woman is reading a book in the garden.",
-    "Children are playing football on the beach.",
-    "A small boat floats on the calm lake.",
-    "An old man is sitting on a bench.",
-    "A girl in a blue dress holds an umbrella.",
-]
-GERMAN = [
-    "Ein Hund läuft über den grünen Park.",
-    "Zwei Katzen schlafen auf einem Holztisch.",
-    "Ein Mann fährt ein rotes Fahrrad die Straße hinunter.",
-    "Eine Frau liest ein Buch im Garten.",
-    "Kinder spielen Fußball am Strand.",
-    "Ein kleines Boot treibt auf dem ruhigen See.",
-    "Ein alter Mann sitzt auf einer Bank.",
-    "Ein Mädchen in einem blauen Kleid hält einen Regenschirm.",
-]
+# Captions in the tiny test tokenizer's languages (tests/conftest.py), reused for the others.
+CAPTIONS = MULTILINGUAL_CAPTIONS["en"][:8]
+GERMAN = MULTILINGUAL_CAPTIONS["de"][:8]
 
 
 def captions_in(language: str) -> list[str]:

@@ -34,7 +34,13 @@ ENV = {
     "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
 }
 QUIET = ["--report_to", "none", "--disable_tqdm", "true"]
-TINY_TRAINING = ["--max_steps", "2", "--save_strategy", "no", "--per_device_train_batch_size", "4", *QUIET]
+TINY_TRAINING = ["--max_steps", "2", "--save_strategy", "no", "--per_device_train_batch_size", "4"]
+
+
+def command(task: str, root: Path, model: Path, output: Path, *flags: str) -> list[str]:
+    """The command line of a benchmark script (without the program)."""
+    base = ["--task", task, "--data_root", str(root), "--model_name_or_path", str(model), "--output_dir", str(output)]
+    return [*base, *flags, *QUIET]
 
 
 def _load(name: str):
@@ -81,11 +87,9 @@ LANGUAGE_SUBSETS = {"xflickrco": ["de", "en", "zh"], "wit": ["ar", "en", "vi"]}
 def test_run_retrieval_end_to_end(task, run_retrieval, benchmark_root, tiny_pretrained_folder, tmp_path):
     output = tmp_path / "out"
     languages = LANGUAGE_SUBSETS.get(task)
-    record = run_retrieval([
-        "--task", task, "--data_root", str(benchmark_root), "--model_name_or_path", str(tiny_pretrained_folder),
-        "--output_dir", str(output), "--do_train", "--do_eval", "--do_predict", *TINY_TRAINING,
-        *(["--languages", ",".join(languages)] if languages else []),
-    ])  # fmt: skip
+    flags = ["--do_train", "--do_eval", "--do_predict", *TINY_TRAINING]
+    flags += ["--languages", ",".join(languages)] if languages else []
+    record = run_retrieval(command(task, benchmark_root, tiny_pretrained_folder, output, *flags))
     assert json.loads((output / "metrics.json").read_text()) == json.loads(json.dumps(record))
     _check_record(record, task, "zero_shot", languages or list(TASKS[task].languages), RETRIEVAL_METRICS)
     assert set(RETRIEVAL_METRICS) <= set(record["dev"]) and record["counts"]["train"]["examples"] > 0
@@ -103,11 +107,8 @@ def test_run_retrieval_end_to_end(task, run_retrieval, benchmark_root, tiny_pret
 def english_xvnli(run_xvnli, benchmark_root, tiny_pretrained_folder, tmp_path_factory):
     """XVNLI fine-tuned on English (zero-shot transfer): the MODEL of the few-shot and translate-test runs."""
     output = tmp_path_factory.mktemp("xvnli") / "out"
-    record = run_xvnli([
-        "--task", "xvnli", "--data_root", str(benchmark_root), "--model_name_or_path", str(tiny_pretrained_folder),
-        "--output_dir", str(output), "--do_train", "--do_eval", "--do_predict", *TINY_TRAINING,
-    ])  # fmt: skip
-    return output, record
+    flags = ["--do_train", "--do_eval", "--do_predict", *TINY_TRAINING]
+    return output, run_xvnli(command("xvnli", benchmark_root, tiny_pretrained_folder, output, *flags))
 
 
 def test_run_xvnli_zero_shot(english_xvnli):
@@ -124,35 +125,27 @@ def test_run_xvnli_zero_shot(english_xvnli):
 
 def test_xvnli_few_shot_one_model_per_language(run_xvnli, english_xvnli, benchmark_root, tmp_path):
     output = tmp_path / "few"
-    record = run_xvnli([
-        "--task", "xvnli", "--setting", "few_shot", "--languages", "ar,fr", "--data_root", str(benchmark_root),
-        "--model_name_or_path", str(english_xvnli[0]), "--output_dir", str(output), "--do_train", "--do_predict",
-        "--max_steps", "1", "--per_device_train_batch_size", "4", *QUIET,
-    ])  # fmt: skip
+    flags = ["--setting", "few_shot", "--languages", "ar,fr", "--do_train", "--do_predict", "--max_steps", "1",
+             "--per_device_train_batch_size", "4"]  # fmt: skip
+    record = run_xvnli(command("xvnli", benchmark_root, english_xvnli[0], output, *flags))
     _check_record(record, "xvnli", "few_shot", ["ar", "fr"], ("accuracy",))
     assert record["num_shots"] == "48" and record["counts"]["ar/train"]["examples"] == 4
     for language in ("ar", "fr"):
-        assert isinstance(
-            AutoModelForSequenceClassification.from_pretrained(output / language), CCLMForSequenceClassification
-        )
+        model = AutoModelForSequenceClassification.from_pretrained(output / language)
+        assert isinstance(model, CCLMForSequenceClassification)
 
 
 def test_xvnli_translate_test(run_xvnli, english_xvnli, benchmark_root, tmp_path):
-    record = run_xvnli([
-        "--task", "xvnli", "--setting", "translate_test", "--data_root", str(benchmark_root),
-        "--model_name_or_path", str(english_xvnli[0]), "--output_dir", str(tmp_path / "tt"), "--do_predict", *QUIET,
-    ])  # fmt: skip
+    flags = ["--setting", "translate_test", "--do_predict"]
+    record = run_xvnli(command("xvnli", benchmark_root, english_xvnli[0], tmp_path / "tt", *flags))
     _check_record(record, "xvnli", "translate_test", ["ar", "es", "fr", "ru"], ("accuracy",))
     assert record["counts"]["ar"] == {"examples": 3, "skipped": {}}  # the machine-translated files
 
 
 def test_seeds_give_mean_and_std(run_retrieval, benchmark_root, tiny_pretrained_folder, tmp_path):
     output = tmp_path / "seeds"
-    record = run_retrieval([
-        "--task", "flickr30k", "--seeds", "0,1", "--data_root", str(benchmark_root),
-        "--model_name_or_path", str(tiny_pretrained_folder), "--output_dir", str(output), "--do_train",
-        "--do_predict", *TINY_TRAINING, "--max_steps", "1",
-    ])  # fmt: skip
+    flags = ["--seeds", "0,1", "--do_train", "--do_predict", *TINY_TRAINING, "--max_steps", "1"]
+    record = run_retrieval(command("flickr30k", benchmark_root, tiny_pretrained_folder, output, *flags))
     runs = [json.loads((output / f"seed_{seed}" / "metrics.json").read_text()) for seed in (0, 1)]
     assert [run["seed"] for run in runs] == [0, 1] and record["seeds"] == [0, 1]
     for metric in RETRIEVAL_METRICS:
@@ -178,25 +171,10 @@ def images_without_one(benchmark_root, tmp_path):
 def test_missing_image_stops_the_script_before_it_starts_with_last_words(
     benchmark_root, images_without_one, tiny_pretrained_folder, tmp_path
 ):
-    command = [
-        sys.executable,
-        str(REPO / "examples" / "run_xvnli.py"),
-        "--task",
-        "xvnli",
-        "--languages",
-        "fr",
-        "--data_root",
-        str(benchmark_root),
-        "--image_root",
-        str(images_without_one),
-        "--model_name_or_path",
-        str(tiny_pretrained_folder),
-        "--output_dir",
-        str(tmp_path / "out"),
-        "--do_predict",
-        *QUIET,
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=REPO, timeout=600)
+    flags = ["--languages", "fr", "--image_root", str(images_without_one), "--do_predict"]
+    program = [sys.executable, str(REPO / "examples" / "run_xvnli.py")]
+    argv = command("xvnli", benchmark_root, tiny_pretrained_folder, tmp_path / "out", *flags)
+    result = subprocess.run([*program, *argv], capture_output=True, text=True, env=ENV, cwd=REPO, timeout=600)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     test_file = benchmark_root / "iglue/datasets/XVNLI/annotations/fr/test.jsonl"
@@ -209,11 +187,8 @@ def test_missing_image_stops_the_script_before_it_starts_with_last_words(
 def test_skip_bad_samples_counts_the_missing_image(
     run_xvnli, benchmark_root, images_without_one, tiny_pretrained_folder, tmp_path
 ):
-    record = run_xvnli([
-        "--task", "xvnli", "--languages", "fr", "--data_root", str(benchmark_root), "--image_root",
-        str(images_without_one), "--model_name_or_path", str(tiny_pretrained_folder), "--output_dir",
-        str(tmp_path / "out"), "--do_predict", "--skip_bad_samples", *QUIET,
-    ])  # fmt: skip
+    flags = ["--languages", "fr", "--image_root", str(images_without_one), "--do_predict", "--skip_bad_samples"]
+    record = run_xvnli(command("xvnli", benchmark_root, tiny_pretrained_folder, tmp_path / "out", *flags))
     assert record["counts"]["fr"] == {"examples": 2, "skipped": {"missing_image": 1, "no_gold_label": 1}}
 
 
@@ -231,24 +206,9 @@ def test_bad_records_stop_the_run_naming_file_and_line(
 ):
     test_file = tmp_path / "test.jsonl"
     test_file.write_text(json.dumps(xvnli_record("neutral", 0, "a dog")) + "\n" + "\n".join(lines) + "\n")
-    argv = [
-        "--task",
-        "xvnli",
-        "--languages",
-        "fr",
-        "--test_file",
-        str(test_file),
-        "--data_root",
-        str(benchmark_root),
-        "--model_name_or_path",
-        str(tiny_pretrained_folder),
-        "--output_dir",
-        str(tmp_path / "out"),
-        "--do_predict",
-        *QUIET,
-    ]
+    flags = ["--languages", "fr", "--test_file", str(test_file), "--do_predict"]
     with pytest.raises(SystemExit) as stopped:
-        run_xvnli(argv)
+        run_xvnli(command("xvnli", benchmark_root, tiny_pretrained_folder, tmp_path / "out", *flags))
     assert re.match(message.format(file=re.escape(str(test_file))), stopped.value.code), stopped.value.code
 
 
@@ -259,32 +219,15 @@ def test_undecodable_training_image_stops_training_naming_the_record(
     images.mkdir()
     (images / f"{FLICKR_IDS[0]}.jpg").write_bytes(b"")  # exists (passes the image check), 0 bytes
     train = write_jsonl(tmp_path / "train.jsonl", [xvnli_record("entailment", 0, "a dog runs")])
-    argv = [
-        "--task",
-        "xvnli",
-        "--train_file",
-        str(train),
-        "--image_root",
-        str(images),
-        "--data_root",
-        str(benchmark_root),
-        "--model_name_or_path",
-        str(tiny_pretrained_folder),
-        "--output_dir",
-        str(tmp_path / "out"),
-        "--do_train",
-        *TINY_TRAINING,
-    ]
+    flags = ["--train_file", str(train), "--image_root", str(images), "--do_train", *TINY_TRAINING]
     with pytest.raises(SystemExit) as stopped:
-        run_xvnli(argv)
-    assert (
-        stopped.value.code
-        == f"error: {train}:1: image file {str(images / (FLICKR_IDS[0] + '.jpg'))!r} is empty (0 bytes)"
-    )
+        run_xvnli(command("xvnli", benchmark_root, tiny_pretrained_folder, tmp_path / "out", *flags))
+    image = str(images / f"{FLICKR_IDS[0]}.jpg")
+    assert stopped.value.code == f"error: {train}:1: image file {image!r} is empty (0 bytes)"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Launchers
+# Several processes
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -294,38 +237,13 @@ def test_two_processes_evaluate_every_sample_exactly_once(
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(port),
-        str(REPO / "tests" / "benchmark_distributed_worker.py"),
-        str(benchmark_root),
-        str(tiny_pretrained_folder),
-        str(english_xvnli[0]),
-        str(tmp_path / "ddp"),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=REPO, timeout=600)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
+    worker = [str(REPO / "tests" / "benchmark_distributed_worker.py"), str(benchmark_root)]
+    worker += [str(tiny_pretrained_folder), str(english_xvnli[0]), str(tmp_path / "ddp")]
+    result = subprocess.run([*launcher, *worker], capture_output=True, text=True, env=ENV, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
-    single = run_retrieval(
-        [
-            "--task",
-            "xflickrco",
-            "--languages",
-            "de,ja,zh",
-            "--data_root",
-            str(benchmark_root),
-            "--model_name_or_path",
-            str(tiny_pretrained_folder),
-            "--output_dir",
-            str(tmp_path / "single"),
-            "--do_predict",
-            *QUIET,
-        ]
-    )
+    flags = ["--languages", "de,ja,zh", "--do_predict"]
+    single = run_retrieval(command("xflickrco", benchmark_root, tiny_pretrained_folder, tmp_path / "single", *flags))
     distributed = json.loads((tmp_path / "ddp" / "xflickrco" / "metrics.json").read_text())
     assert distributed["languages"] == single["languages"]  # 3 galleries dealt to 2 processes, each scored once
     xvnli = json.loads((tmp_path / "ddp" / "xvnli" / "metrics.json").read_text())
