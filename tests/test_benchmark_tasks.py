@@ -21,26 +21,21 @@ from cclm_hf.finetuning import (
     GalleryEvaluator,
     RetrievalArguments,
     get_task,
+    load_run_data,
     load_task_model,
     parse_benchmark_arguments,
     plan_runs,
+    read_nlvr_records,
+    read_vqa_answer_list,
+    read_vqa_records,
     resize_image_size,
 )
 from cclm_hf.finetuning.runner import _last_words
 from cclm_hf.retrieval import encode_images, encode_texts, itm_rerank
 
 
-def _parse(family: str, *argv: str):
-    base = [
-        "--data_root",
-        "/root",
-        "--model_name_or_path",
-        "/model",
-        "--output_dir",
-        "/tmp/out",
-        "--report_to",
-        "none",
-    ]
+def _parse(family: str, *argv: str, root: str = "/root"):
+    base = ["--data_root", root, "--model_name_or_path", "/model", "--output_dir", "/tmp/out", "--report_to", "none"]
     extra = [RetrievalArguments] if family == "retrieval" else []
     return parse_benchmark_arguments(family, extra, [*argv, *base])
 
@@ -191,3 +186,31 @@ def test_last_words_of_an_error_reraised_by_a_dataloader_worker():
     assert _last_words(wrapped) == "train.jsonl:3: empty image"
     assert _last_words(BenchmarkDataError("plain: message")) == "plain: message"
     assert os.path.basename(__file__) == "test_benchmark_tasks.py"
+
+
+@pytest.mark.parametrize(
+    "task, setting, reader, sizes",
+    [
+        ("xgqa", "zero_shot", read_vqa_records, {"train": 4, "dev": 2, "bn": 2, "en": 2, "zh": 2}),
+        ("xgqa", "few_shot", read_vqa_records, {"train": 2, "de": 2}),
+        ("vqa", "zero_shot", read_vqa_records, {"train": 2, "dev": 2, "en": 1}),
+        ("nlvr2", "zero_shot", read_nlvr_records, {"train": 3, "dev": 3, "en": 3}),
+        ("marvl", "zero_shot", read_nlvr_records, {"train": 3, "dev": 3, "en": 3, "id": 3, "zh": 3}),
+        ("marvl", "few_shot", read_nlvr_records, {"train": 3, "zh": 3}),
+        ("marvl", "translate_test", read_nlvr_records, {"sw": 3, "ta": 3}),
+    ],
+)
+def test_vqa_and_nlvr_files_load_with_their_images(task, setting, reader, sizes, benchmark_root):
+    family = get_task(task).family
+    languages = [language for language in sizes if language not in ("train", "dev")]
+    argv = ["--task", task, "--setting", setting, "--languages", ",".join(languages)]
+    spec, _, benchmark, _, _ = _parse(family, *argv, root=str(benchmark_root))
+    plans = plan_runs(spec, benchmark, "/out")
+    train = "train" in sizes
+    data = load_run_data(spec, benchmark, plans[0], reader, train=train, dev="dev" in sizes, test=True)
+    counts = {name: value["examples"] for name, value in data.counts.items()}
+    assert counts == {name: size for name, size in sizes.items() if name in counts} and set(counts) >= set(languages)
+    if task == "xgqa":
+        assert read_vqa_answer_list(spec, benchmark) == ["yes", "no", "left", "red"]
+    if task == "marvl" and setting == "few_shot":
+        assert "/marvl_fewshot/zh/all/" in data.train[0].left.value

@@ -11,7 +11,13 @@ from .arguments import (
     parse_benchmark_arguments,
 )
 from .data import RunData, RunPlan, image_roots, load_run_data, plan_runs
-from .families import EntailmentFamily, RetrievalFamily, read_nlvr_records, read_vqa_records
+from .families import (
+    EntailmentFamily,
+    RetrievalFamily,
+    read_nlvr_records,
+    read_vqa_answer_list,
+    read_vqa_records,
+)
 from .modeling import load_processor, load_task_model, resize_image_size, text_capacity
 from .retrieval import GalleryEvaluator
 from .runner import BAD_INPUT_ERRORS, BenchmarkFamily, RunContext, run_benchmark
@@ -45,6 +51,7 @@ __all__ = [
     "parse_benchmark_arguments",
     "plan_runs",
     "read_nlvr_records",
+    "read_vqa_answer_list",
     "read_vqa_records",
     "resize_image_size",
     "run_benchmark",

@@ -15,6 +15,7 @@ from ..data.benchmarks import (
     ImageTextCollator,
     RetrievalTrainDataset,
     build_gallery,
+    read_answer_list,
     read_caption_json,
     read_gqa_json,
     read_marvl_jsonl,
@@ -38,7 +39,7 @@ from .tasks import TaskSpec
 from .trainer import CCLMFinetuningTrainer, RetrievalTrainer
 
 
-__all__ = ["EntailmentFamily", "RetrievalFamily", "read_nlvr_records", "read_vqa_records"]
+__all__ = ["EntailmentFamily", "RetrievalFamily", "read_nlvr_records", "read_vqa_answer_list", "read_vqa_records"]
 
 RETRIEVAL_METRICS = (
     "txt_r1",
@@ -181,6 +182,11 @@ class EntailmentFamily(BenchmarkFamily):
 # ---------------------------------------------------------------------------------------------------------------------
 # Readers of the VQA and NLVR families (their scripts add the heads, trainers and tests)
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+def read_vqa_answer_list(spec: TaskSpec, args: BenchmarkArguments) -> list[str]:
+    """The candidate answers of xGQA / VQA: `--answer_list`, else the task's file under ROOT."""
+    return read_answer_list(args.answer_list or spec.path(args.data_root, "answer_list"))
 
 
 def read_vqa_records(

@@ -19,7 +19,7 @@ from typing import Any
 
 import transformers
 from accelerate import PartialState
-from transformers import PreTrainedModel, Trainer, set_seed
+from transformers import AutoConfig, PreTrainedModel, Trainer, set_seed
 
 from ..data.benchmarks import AnnotationFileError, BadRecordLog, BenchmarkDataError, BenchmarkRecord
 from ..data.images import BadSampleError
@@ -153,6 +153,17 @@ def _last_words(error: Exception) -> str:
     return message
 
 
+def _warn_unless_fine_tuned(family: BenchmarkFamily, model_name_or_path: str) -> None:
+    architectures = getattr(AutoConfig.from_pretrained(model_name_or_path), "architectures", None) or []
+    if family.model_class.__name__ not in architectures:
+        logger.warning(
+            "Few-shot training starts from the English-fine-tuned model of the task (the original protocol), but "
+            "%s holds %s.",
+            model_name_or_path,
+            ", ".join(architectures) or "an unknown architecture",
+        )
+
+
 def _logged_dev_metrics(trainer: Trainer) -> dict[str, float] | None:
     """The dev evaluation of the weights the trainer ends with, when training already made it: the best checkpoint's
     (loaded at the end), or the last step's. `None` when the final weights were never evaluated."""
@@ -217,6 +228,8 @@ def _run_seed(family, spec, model_args, benchmark_args, family_args, training_ar
             num_threads=max(1, args.dataloader_num_workers),
         )
         set_seed(seed)
+        if benchmark_args.setting == "few_shot" and args.do_train:
+            _warn_unless_fine_tuned(family, model_args.model_name_or_path)
         model = load_task_model(
             family.model_class,
             model_args.model_name_or_path,
