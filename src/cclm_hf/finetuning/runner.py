@@ -225,7 +225,7 @@ def _run_seed(family, spec, model_args, benchmark_args, family_args, training_ar
             train=args.do_train,
             dev=args.do_eval,
             test=args.do_predict,
-            num_threads=max(1, args.dataloader_num_workers),
+            num_threads=min(8, os.cpu_count() or 1),
         )
         set_seed(seed)
         if benchmark_args.setting == "few_shot" and args.do_train:
