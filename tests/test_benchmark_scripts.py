@@ -226,6 +226,22 @@ def test_undecodable_training_image_stops_training_naming_the_record(
     assert stopped.value.code == f"error: {train}:1: image file {image!r} is empty (0 bytes)"
 
 
+def test_skipped_training_images_are_replaced_and_counted(run_xvnli, benchmark_root, tiny_pretrained_folder, tmp_path):
+    images = tmp_path / "images"
+    shutil.copytree(benchmark_root / "images/flickr30k-images", images)
+    (images / f"{FLICKR_IDS[1]}.jpg").write_bytes(b"")
+    records = [xvnli_record(label, index, "a dog runs") for index, label in enumerate(["entailment", "neutral"] * 2)]
+    train = write_jsonl(tmp_path / "train.jsonl", records)
+    flags = ["--train_file", str(train), "--image_root", str(images), "--do_train", "--skip_bad_samples"]
+    argv = command("xvnli", benchmark_root, tiny_pretrained_folder, tmp_path / "out", *flags, *TINY_TRAINING)
+    record = run_xvnli([*argv, "--max_steps", "1"])  # one batch of the 4 records: the broken one is drawn once
+    assert record["counts"]["train"] == {
+        "examples": 4,
+        "skipped": {},
+        "skipped_while_training": {"unreadable_image": 1},
+    }
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Several processes
 # ---------------------------------------------------------------------------------------------------------------------

@@ -19,9 +19,16 @@ from typing import Any
 
 import transformers
 from accelerate import PartialState
+from accelerate.utils import gather_object
 from transformers import AutoConfig, PreTrainedModel, Trainer, set_seed
 
-from ..data.benchmarks import AnnotationFileError, BadRecordLog, BenchmarkDataError, BenchmarkRecord
+from ..data.benchmarks import (
+    AnnotationFileError,
+    BadRecordLog,
+    BenchmarkDataError,
+    BenchmarkDataset,
+    BenchmarkRecord,
+)
 from ..data.images import BadSampleError
 from ..data.transforms import eval_transform, finetune_train_transform
 from ..evaluation import build_metrics, combine_seeds, write_metrics
@@ -153,6 +160,19 @@ def _last_words(error: Exception) -> str:
     return message
 
 
+def _skipped_while_training(trainer: Trainer) -> dict[str, int]:
+    """Training samples replaced because their image failed to load (`--skip_bad_samples`), over all processes."""
+    dataset = trainer.train_dataset
+    counts = dict(dataset.bad_samples.counts()) if isinstance(dataset, BenchmarkDataset) else {}
+    if PartialState().num_processes > 1:
+        gathered: dict[str, int] = {}
+        for part in gather_object([counts]):
+            for kind, count in part.items():
+                gathered[kind] = gathered.get(kind, 0) + count
+        counts = gathered
+    return counts
+
+
 def _warn_unless_fine_tuned(family: BenchmarkFamily, model_name_or_path: str) -> None:
     architectures = getattr(AutoConfig.from_pretrained(model_name_or_path), "architectures", None) or []
     if family.model_class.__name__ not in architectures:
@@ -245,6 +265,9 @@ def _run_seed(family, spec, model_args, benchmark_args, family_args, training_ar
             logger.info("Fine-tuning on %s (%s)", ", ".join(plan.train_languages), plan.train_split)
             trainer.train()
             trainer.save_model(plan.output_dir)  # the selected (best) or last weights, with the processor
+            skipped = _skipped_while_training(trainer)
+            if skipped:
+                data.counts["train"]["skipped_while_training"] = skipped
             logger.info("Saved the fine-tuned model and processor to %s", plan.output_dir)
         if args.do_eval:
             evaluated = _logged_dev_metrics(trainer) or trainer.evaluate()
