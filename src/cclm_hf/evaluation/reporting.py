@@ -10,7 +10,8 @@
  "dev": {"accuracy": 0.80}}
 ```
 
-Metric values are fractions in [0, 1]; `average` is the IGLUE average (English excluded, see
+`dev` is the dev-set evaluation of the saved (selected) model; few-shot runs of several languages report the mean over
+their models. Metric values are fractions in [0, 1]; `average` is the IGLUE average (English excluded, see
 [`~cclm_hf.evaluation.metrics.language_average`]); counts of examples and skipped records are kept apart in `counts`.
 Several seeds (see [`combine_seeds`]) give the means in `languages` / `average` / `dev`, their sample standard
 deviations under `std`, and the seeds under `seeds`. `metrics.md` shows the same as percentages with the paper's

@@ -31,7 +31,7 @@ from ..data.benchmarks import (
 )
 from ..data.images import BadSampleError
 from ..data.transforms import eval_transform, finetune_train_transform
-from ..evaluation import build_metrics, combine_seeds, write_metrics
+from ..evaluation import build_metrics, combine_seeds, mean_and_std, write_metrics
 from .arguments import BenchmarkArguments, FinetuningTrainingArguments, ModelArguments, parse_benchmark_arguments
 from .data import RunData, RunPlan, load_run_data, plan_runs
 from .modeling import load_processor, load_task_model, text_capacity
@@ -231,7 +231,7 @@ def _run_seeds(family, spec, model_args, benchmark_args, family_args, training_a
 def _run_seed(family, spec, model_args, benchmark_args, family_args, training_args, seed, output_dir):
     languages: dict[str, dict[str, float]] = {}
     counts: dict[str, Any] = {}
-    dev: dict[str, float] = {}
+    dev_runs: list[dict[str, float]] = []
     plans = plan_runs(spec, benchmark_args, output_dir)
     for plan in plans:
         args = copy.copy(training_args)
@@ -271,14 +271,17 @@ def _run_seed(family, spec, model_args, benchmark_args, family_args, training_ar
             logger.info("Saved the fine-tuned model and processor to %s", plan.output_dir)
         if args.do_eval:
             evaluated = _logged_dev_metrics(trainer) or trainer.evaluate()
-            dev = {name: evaluated[f"eval_{name}"] for name in family.metric_names if f"eval_{name}" in evaluated}
+            dev_runs.append(
+                {name: evaluated[f"eval_{name}"] for name in family.metric_names if f"eval_{name}" in evaluated}
+            )
         if args.do_predict:
             languages.update(family.test(trainer, context))
         prefix = "" if len(plans) == 1 else f"{plan.train_languages[0]}/"
         counts.update(
             {(prefix + name if name in ("train", "dev") else name): value for name, value in data.counts.items()}
         )
-    extra = {"dev": dev, "seed": seed}
+    # one dev evaluation per run; few-shot runs of several languages report the mean over their models
+    extra = {"dev": mean_and_std(dev_runs)[0] if dev_runs else {}, "seed": seed}
     if spec.train_language_choices != ("en",):
         extra["train_languages"] = benchmark_args.train_languages
     if benchmark_args.setting == "few_shot":
