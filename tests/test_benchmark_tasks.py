@@ -21,6 +21,7 @@ from cclm_hf.finetuning import (
     GalleryEvaluator,
     RetrievalArguments,
     get_task,
+    image_roots,
     load_run_data,
     load_task_model,
     parse_benchmark_arguments,
@@ -214,3 +215,13 @@ def test_vqa_and_nlvr_files_load_with_their_images(task, setting, reader, sizes,
         assert read_vqa_answer_list(spec, benchmark) == ["yes", "no", "left", "red"]
     if task == "marvl" and setting == "few_shot":
         assert "/marvl_fewshot/zh/all/" in data.train[0].left.value
+
+
+def test_every_image_root_has_its_flag():
+    spec, _, benchmark, _, _ = _parse("nlvr", "--task", "marvl")
+    assert image_roots(spec, benchmark) == {"image_root": "/root/images", "nlvr2_image_root": "/root/images/nlvr2"}
+    flags = ["--image_root", "/a", "--nlvr2_image_root", "/b"]
+    spec, _, benchmark, _, _ = _parse("nlvr", "--task", "marvl", *flags)
+    assert image_roots(spec, benchmark) == {"image_root": "/a", "nlvr2_image_root": "/b"}
+    spec, _, benchmark, _, _ = _parse("retrieval", "--task", "xflickrco", "--coco_image_root", "/coco")
+    assert image_roots(spec, benchmark) == {"image_root": "/root/images/flickr30k-images", "coco_image_root": "/coco"}

@@ -94,6 +94,10 @@ class BenchmarkArguments:
     coco_image_root: str | None = field(
         default=None, metadata={"help": "xFlickr&CO: the COCO val2014 folder (default: ROOT/images/val2014)."}
     )
+    nlvr2_image_root: str | None = field(
+        default=None,
+        metadata={"help": "MaRVL: the NLVR2 image folder of its English sets (default: ROOT/images/nlvr2)."},
+    )
     answer_list: str | None = field(default=None, metadata={"help": "VQA / GQA: the candidate answers file."})
     max_words: int | None = field(default=None, metadata={"help": "pre_caption word limit (default: the task's)."})
     max_tokens: int | None = field(default=None, metadata={"help": "Training token limit (default: the task's)."})

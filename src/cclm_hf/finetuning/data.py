@@ -94,12 +94,12 @@ def plan_runs(spec: TaskSpec, args: BenchmarkArguments, output_dir: str) -> list
 
 
 def image_roots(spec: TaskSpec, args: BenchmarkArguments) -> dict[str, str]:
-    """The image folders of the task under ROOT; `--image_root` / `--coco_image_root` replace theirs."""
+    """The image folders of the task under ROOT; `--image_root`, `--coco_image_root`, `--nlvr2_image_root` replace
+    theirs."""
     roots = {name: os.path.join(args.data_root, path) for name, path in spec.image_roots.items()}
-    if args.image_root:
-        roots["image_root"] = args.image_root
-    if args.coco_image_root:
-        roots["coco_image_root"] = args.coco_image_root
+    for name in ("image_root", "coco_image_root", "nlvr2_image_root"):
+        if getattr(args, name):
+            roots[name] = getattr(args, name)
     return roots
 
 
