@@ -41,6 +41,8 @@ from .trainer import CCLMFinetuningTrainer, RetrievalTrainer
 
 __all__ = ["EntailmentFamily", "RetrievalFamily", "read_nlvr_records", "read_vqa_answer_list", "read_vqa_records"]
 
+# Outputs of the classification heads besides the logits (the towers' states): never gathered as predictions.
+TOWER_OUTPUTS = ("vision_model_output", "text_model_output", "fusion_model_output", "hidden_states", "attentions")
 RETRIEVAL_METRICS = (
     "txt_r1",
     "txt_r5",
@@ -166,6 +168,7 @@ class EntailmentFamily(BenchmarkFamily):
             processing_class=context.processor,
             compute_metrics=_accuracy_of_logits,
             new_parameter_patterns=self.new_parameter_patterns,
+            prediction_ignore_keys=TOWER_OUTPUTS,
         )
 
     def test(self, trainer: Trainer, context: RunContext) -> dict[str, dict[str, float]]:

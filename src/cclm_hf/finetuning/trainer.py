@@ -31,6 +31,8 @@ class CCLMFinetuningTrainer(Trainer):
         new_parameter_patterns: `fnmatch` patterns of the task's new parameters (XVNLI: `classifier.*`), trained at
             `learning_rate * new_parameter_lr_multiplier`.
         eval_data_collator: Collator of evaluation / prediction batches (default: `data_collator`).
+        prediction_ignore_keys: Model outputs left out of the gathered predictions (the towers' hidden states, which
+            would otherwise be gathered for the whole test set) when `evaluate` / `predict` get no `ignore_keys`.
     """
 
     def __init__(
@@ -39,12 +41,18 @@ class CCLMFinetuningTrainer(Trainer):
         new_parameter_patterns: Iterable[str] = (),
         new_parameter_lr_multiplier: float = 2.0,
         eval_data_collator: Callable | None = None,
+        prediction_ignore_keys: Iterable[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.new_parameter_patterns = tuple(new_parameter_patterns)
         self.new_parameter_lr_multiplier = new_parameter_lr_multiplier
         self.eval_data_collator = eval_data_collator
+        self.prediction_ignore_keys = list(prediction_ignore_keys)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        ignore_keys = self.prediction_ignore_keys if ignore_keys is None else ignore_keys
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
