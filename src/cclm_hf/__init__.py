@@ -1,5 +1,13 @@
 """cclm-hf: CCLM (Cross-View Language Modeling) for the Hugging Face ecosystem."""
 
+# the only place the package version is written; pyproject.toml reads it (setuptools dynamic version)
+__version__ = "0.1.0.dev0"
+
+from .dependency_versions import check_transformers_version
+
+
+check_transformers_version()  # before importing any transformers internals
+
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
@@ -26,8 +34,6 @@ from .modeling_cclm import (
 from .processing_cclm import CCLMProcessor, pre_caption, pre_question
 from .tokenizer_training import train_xlm_roberta_tokenizer
 
-
-__version__ = "0.1.0.dev0"
 
 AutoConfig.register(CCLMConfig.model_type, CCLMConfig)
 AutoConfig.register(CCLMTextConfig.model_type, CCLMTextConfig)

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from transformers.utils import logging
 
 from ..configuration_cclm import CCLMConfig
+from ..errors import CCLMUserError
 from ..modeling_cclm import (
     CCLMForImageTextRetrieval,
     CCLMForPreTraining,
@@ -81,7 +83,7 @@ CONVERSION_TARGETS: dict[str, ConversionTarget] = {
 }
 
 
-class CheckpointConversionError(ValueError):
+class CheckpointConversionError(CCLMUserError, ValueError):
     """The checkpoint does not fit the target model; the message lists every offending key."""
 
 
@@ -95,6 +97,13 @@ class ConversionReport:
     resized: list[str] = field(default_factory=list)
     newly_initialized: list[str] = field(default_factory=list)
 
+    @property
+    def dropped_part_prefixes(self) -> list[str]:
+        """The original parts the dropped keys belong to (e.g. `bbox_head.`)."""
+        return sorted(
+            {part for key in self.dropped_parts for part in _ORIGINAL_OPTIONAL_PARTS if key.startswith(part)}
+        )
+
 
 def load_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read an original checkpoint: a `.safetensors` state dict, or a torch file holding `{'model': state_dict, ...}`
@@ -107,14 +116,11 @@ def load_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        return load_file(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise CheckpointConversionError(
-            f"{path}: refusing to unpickle: the file holds objects other than tensors and plain containers, and "
-            f"loading it could execute code ({str(error).splitlines()[0]})"
-        ) from error
+        try:
+            return load_file(path)
+        except SafetensorError as error:
+            raise CheckpointConversionError(f"{path}: not a readable safetensors file ({error})") from error
+    payload = _load_torch_file(path)
     state_dict = payload.get("model", payload) if isinstance(payload, dict) else payload
     if not isinstance(state_dict, dict):
         raise CheckpointConversionError(
@@ -129,6 +135,33 @@ def load_original_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state_dict
 
 
+def _load_torch_file(path: Path) -> object:
+    """`torch.load(weights_only=True)`, with errors that tell a file that is no torch checkpoint, a damaged one and
+    one that holds arbitrary objects apart."""
+    # torch.save writes a zip archive, or in its legacy format a binary pickle (which starts with the protocol byte)
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if not head.startswith((b"PK\x03\x04", b"\x80")):
+        raise CheckpointConversionError(
+            f"{path}: not a torch checkpoint (torch files are zip archives or binary pickles; this file "
+            f"{f'starts with {head!r}' if head else 'is empty'})"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        refused_global = next((line.split(" Please")[0] for line in lines if "global" in line.lower()), None)
+        if refused_global is None:
+            raise CheckpointConversionError(f"{path}: damaged or truncated torch checkpoint ({lines[0]})") from error
+        raise CheckpointConversionError(
+            f"{path}: refusing to unpickle: the file holds objects other than tensors and plain containers, and "
+            f"loading it could execute code ({refused_global})"
+        ) from error
+    except (RuntimeError, EOFError) as error:
+        reason = str(error).strip().split(". ")[0] or type(error).__name__
+        raise CheckpointConversionError(f"{path}: damaged or truncated torch checkpoint ({reason})") from error
+
+
 def with_image_size(config: CCLMConfig, image_size: int, window_size: int | None = None) -> CCLMConfig:
     """A copy of `config` for another input resolution.
 
@@ -139,11 +172,13 @@ def with_image_size(config: CCLMConfig, image_size: int, window_size: int | None
     vision = config_dict["vision_config"]
     stride = vision["patch_size"] * 2 ** (len(vision["depths"]) - 1)
     if image_size % stride:
-        raise ValueError(f"image_size={image_size} must be a multiple of the total Swin stride {stride}")
+        raise CheckpointConversionError(
+            f"image_size={image_size} must be a multiple of the total Swin stride {stride}"
+        )
     if window_size is None:
         scaled = vision["window_size"] * image_size / config.image_size
         if scaled != int(scaled):
-            raise ValueError(
+            raise CheckpointConversionError(
                 f"window {vision['window_size']} at {config.image_size} px does not scale to a whole window at "
                 f"{image_size} px ({scaled:g}); pass window_size explicitly"
             )
@@ -254,10 +289,12 @@ def convert_original_checkpoint(
     model.load_state_dict(converted, strict=False)
 
     if report.dropped_parts:
-        parts = sorted(
-            {part for key in report.dropped_parts for part in _ORIGINAL_OPTIONAL_PARTS if key.startswith(part)}
+        logger.info(
+            "Dropped %d keys of parts the %s model does not have: %s",
+            len(report.dropped_parts),
+            head,
+            report.dropped_part_prefixes,
         )
-        logger.info("Dropped %d keys of parts the %s model does not have: %s", len(report.dropped_parts), head, parts)
     if report.resized:
         logger.info(
             "Resized %d relative position bias tables to window %d",

@@ -234,38 +234,11 @@ def markdown_table(metrics: dict[str, Any]) -> str:
 
 
 def _plot(log_history: list[dict], metrics: dict[str, Any], output_dir: Path) -> None:
-    import matplotlib
+    from ..plots import plot_loss_curve, plot_recall_per_language
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(7, 4))
-    for key in sorted({k for record in log_history for k in record if k.endswith("_loss") and "/" in k}):
-        points = [(record["step"], record[key]) for record in log_history if key in record]
-        axis.plot(*zip(*points, strict=True), label=key)
-    axis.set_xlabel("optimizer step")
-    axis.set_ylabel("loss")
-    axis.legend(fontsize=7, ncol=2)
-    figure.tight_layout()
-    figure.savefig(output_dir / "loss_curve.png", dpi=120)
-    plt.close(figure)
-
-    languages = list(metrics["languages"])
-    figure, axis = plt.subplots(figsize=(7, 4))
-    width = 0.2
-    for offset, (key, label) in enumerate(
-        (("t2i_r1", "t2i R@1"), ("t2i_r5", "t2i R@5"), ("i2t_r1", "i2t R@1"), ("t2i_r1_itm", "t2i R@1 ITM"))
-    ):
-        values = [metrics["languages"][language][key] for language in languages]
-        axis.bar([i + (offset - 1.5) * width for i in range(len(languages))], values, width, label=label)
-    axis.axhline(1 / 192, color="grey", linestyle="--", linewidth=1, label="chance R@1")
-    axis.set_xticks(range(len(languages)), languages)
-    axis.set_ylim(0, 1.15)  # room for the legend above the bars
-    axis.set_ylabel("recall")
-    axis.legend(fontsize=8, ncol=5, loc="upper center")
-    figure.tight_layout()
-    figure.savefig(output_dir / "recall_per_language.png", dpi=120)
-    plt.close(figure)
+    plot_loss_curve(log_history, output_dir / "loss_curve.png")
+    recalls = ("t2i_r1", "t2i_r5", "i2t_r1", "t2i_r1_itm")
+    plot_recall_per_language(metrics, output_dir / "recall_per_language.png", recalls, chance=1 / 192)
 
 
 def run_demo(config: DemoConfig) -> dict[str, Any]:
