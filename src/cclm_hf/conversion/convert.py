@@ -157,7 +157,7 @@ def _load_torch_file(path: Path) -> object:
             f"{path}: refusing to unpickle: the file holds objects other than tensors and plain containers, and "
             f"loading it could execute code ({refused_global})"
         ) from error
-    except (RuntimeError, EOFError) as error:
+    except (RuntimeError, EOFError, OSError) as error:  # torch's zip reader reports truncation in these
         reason = str(error).strip().split(". ")[0] or type(error).__name__
         raise CheckpointConversionError(f"{path}: damaged or truncated torch checkpoint ({reason})") from error
 
