@@ -61,8 +61,6 @@ def plot_loss_curve(log_history: Sequence[Mapping[str, Any]], path: str | Path) 
         }
     )
     keys = [key for key in keys if "/" in key] or keys
-    if not keys:
-        raise CCLMUserError("the log history has no loss values to plot")
     figure = _figure(7, 4)
     axis = figure.add_subplot()
     for key in keys:
@@ -70,7 +68,10 @@ def plot_loss_curve(log_history: Sequence[Mapping[str, Any]], path: str | Path) 
         axis.plot(*zip(*points, strict=True), label=key)
     axis.set_xlabel("optimizer step")
     axis.set_ylabel("loss")
-    axis.legend(fontsize=7, ncol=2)
+    if keys:
+        axis.legend(fontsize=7, ncol=2)
+    else:  # a run shorter than one logging interval
+        axis.text(0.5, 0.5, "no loss logged yet", ha="center", va="center", transform=axis.transAxes)
     return _save(figure, path)
 
 
