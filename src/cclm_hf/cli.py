@@ -18,6 +18,7 @@ architectures (--preset):
   cclm-base       Swin-B 224 px / window 7 + 12-layer XLM-R-large-width stack (6 fusion layers): the CCLM-3M/4M
                   pre-training checkpoints
   cclm-base-384   the same at 384 px / window 12, the resolution of every original fine-tuning config
+  cclm-tiny       the tiny demo architecture (64 px, 64-wide text stack; not a released checkpoint)
 
 heads (--head):
   base            CCLMModel: encoders, projections, temperature (AutoModel)
@@ -93,11 +94,10 @@ def _run_convert(args: argparse.Namespace) -> None:
     if args.tokenizer:
         from transformers import AutoTokenizer
 
-        from .image_processing_cclm import CCLMImageProcessor
         from .processing_cclm import CCLMProcessor
 
-        image_processor = CCLMImageProcessor(size={"height": config.image_size, "width": config.image_size})
-        CCLMProcessor(image_processor, AutoTokenizer.from_pretrained(args.tokenizer)).save_pretrained(args.output_dir)
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        CCLMProcessor.from_tokenizer(tokenizer, config.image_size).save_pretrained(args.output_dir)
 
 
 def _add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
