@@ -23,6 +23,7 @@ architectures (--preset):
   cclm-base       Swin-B 224 px / window 7 + 12-layer XLM-R-large-width stack (6 fusion layers): the CCLM-3M/4M
                   pre-training checkpoints
   cclm-base-384   the same at 384 px / window 12, the resolution of every original fine-tuning config
+  cclm-tiny       the tiny demo architecture (64 px, 64-wide text stack; not a released checkpoint)
 
 heads (--head):
   base            CCLMModel: encoders, projections, temperature (AutoModel)

@@ -139,11 +139,19 @@ class CCLMConfig(PreTrainedConfig):
 
     @classmethod
     def from_preset(cls, name: str, **kwargs: Any) -> CCLMConfig:
-        """Build the configuration of a released architecture; `kwargs` override top-level fields."""
+        """Build the configuration of a named architecture.
+
+        `kwargs` override top-level fields; a dict given for `vision_config` or `text_config` updates the preset's
+        sub-config field by field (e.g. `text_config={"vocab_size": len(tokenizer)}`).
+        """
         if name not in CCLM_PRESETS:
             raise ValueError(f"Unknown CCLM preset {name!r}; choose one of {sorted(CCLM_PRESETS)}")
         preset = copy.deepcopy(CCLM_PRESETS[name])
-        preset.update(kwargs)
+        for key, value in kwargs.items():
+            if key in cls.sub_configs_defaults and isinstance(value, dict):
+                preset[key] = {**preset.get(key, {}), **value}
+            else:
+                preset[key] = value
         return cls(**preset)
 
 
@@ -165,6 +173,30 @@ CCLM_PRESETS: dict[str, dict[str, Any]] = {
     "cclm-base": {"vision_config": _swin_base(224, 7), "text_config": {}},
     # The resolution every CCLM fine-tuning config uses (Swin-B 384, window 12).
     "cclm-base-384": {"vision_config": _swin_base(384, 12), "text_config": {}},
+    # A tiny model for the built-in demo, the tiny pre-training recipe and smoke tests on a CPU: Swin 64 px with two
+    # stages of width 32 / 64, a 64-wide text stack of 4 text + 2 fusion layers, no dropout. Set
+    # `text_config={"vocab_size": ...}` to the tokenizer's size.
+    "cclm-tiny": {
+        "vision_config": {
+            "image_size": 64,
+            "embed_dim": 32,
+            "depths": [2, 2],
+            "num_heads": [2, 4],
+            "window_size": 8,
+            "drop_path_rate": 0.0,
+        },
+        "text_config": {
+            "hidden_size": 64,
+            "num_hidden_layers": 6,
+            "num_fusion_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 256,
+            "max_position_embeddings": 64,
+            "hidden_dropout_prob": 0.0,
+            "attention_probs_dropout_prob": 0.0,
+        },
+        "projection_dim": 64,
+    },
 }
 
 

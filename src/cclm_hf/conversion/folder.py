@@ -93,11 +93,10 @@ def convert_checkpoint_to_folder(
     if tokenizer:
         from transformers import AutoTokenizer
 
-        from ..image_processing_cclm import CCLMImageProcessor
         from ..processing_cclm import CCLMProcessor
 
-        image_processor = CCLMImageProcessor(size={"height": config.image_size, "width": config.image_size})
-        CCLMProcessor(image_processor, AutoTokenizer.from_pretrained(tokenizer)).save_pretrained(output_dir)
+        processor = CCLMProcessor.from_tokenizer(AutoTokenizer.from_pretrained(tokenizer), config.image_size)
+        processor.save_pretrained(output_dir)
     (output_dir / "conversion.json").write_text(json.dumps(asdict(record), indent=2) + "\n", encoding="utf-8")
     write_model_card(model, output_dir, repo=output_dir.name, conversion=asdict(record))
     logger.info(
