@@ -31,7 +31,7 @@ def test_help_lists_every_subcommand():
     assert len(SUBCOMMANDS) == len(SUBCOMMAND_NAMES)
 
 
-@pytest.mark.parametrize("argv", [["push"], ["card"], ["export", "onnx"], ["convert"]])
+@pytest.mark.parametrize("argv", [["convert"], ["demo"], ["push"], ["card"], ["export"], ["export", "onnx"]])
 def test_each_subcommand_help_has_examples(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([*argv, "--help"])

@@ -210,7 +210,9 @@ def test_offline_mode_is_reported(monkeypatch, model_folder):
 def test_push_refuses_folders_without_a_valid_card(monkeypatch, model_folder, tmp_path):
     monkeypatch.setattr(cclm_hf.hub, "HfApi", FakeHub())
     (model_folder / "README.md").write_text("---\nlicense: [not, an, id]\n---\n# t\n")
-    with pytest.raises(CCLMUserError, match=r"README.md: library_name is None.*license \[.not., .an., .id.\] is not a license id"):
+    with pytest.raises(
+        CCLMUserError, match=r"README.md: library_name is None.*license \[.not., .an., .id.\] is not a license id"
+    ):
         push_folder(model_folder, "someone/cclm-tiny", token="hf_x")
     (model_folder / "README.md").unlink()
     with pytest.raises(CCLMUserError, match="cclm-hf card"):

@@ -1,5 +1,5 @@
-"""The `cclm-hf` command line: each subcommand is one `_add_<name>_parser` (arguments, help, examples) that sets
-`func`, a thin function calling the library. `main` turns bad input (`CCLMUserError`, missing or unreadable files)
+"""The `cclm-hf` command line: each subcommand is one `_add_<name>_parser` (arguments, help, examples; listed in
+`SUBCOMMANDS`) that sets `func`, a thin function calling the library. `main` turns bad input (`CCLMUserError`, missing or unreadable files)
 into one line on stderr and exit status 1; bad arguments exit with status 2, also in one line.
 """
 
@@ -18,7 +18,20 @@ from .conversion import CONVERSION_TARGETS, config_from_original_files, convert_
 from .errors import CCLMUserError
 
 
-_CONVERT_EPILOG = """\
+def _command_parser(
+    subparsers: argparse._SubParsersAction, name: str, help: str, description: str, examples: str, notes: str = ""
+) -> argparse.ArgumentParser:
+    """A subcommand whose --help ends with `notes` and `examples` (one command per line), laid out as written."""
+    return subparsers.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=f"{notes}examples:\n{examples}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+_CONVERT_NOTES = """\
 architectures (--preset):
   cclm-base       Swin-B 224 px / window 7 + 12-layer XLM-R-large-width stack (6 fusion layers): the CCLM-3M/4M
                   pre-training checkpoints
@@ -34,7 +47,8 @@ heads (--head):
 --image-size N resizes every Swin relative-position bias table with the original's geometric-progression bicubic
 scheme (e.g. a 224 px pre-training checkpoint -> 384 px, window 12, as the original fine-tuning scripts load it).
 
-examples:
+"""
+_CONVERT_EXAMPLES = """\
   cclm-hf convert cclm_4m_epoch_29.th out/cclm-4m --preset cclm-base --head retrieval --tokenizer xlm-roberta-large
   cclm-hf convert cclm_4m_epoch_29.th out/cclm-4m-384 --preset cclm-base --image-size 384 --head classification \\
       --num-labels 3
@@ -44,13 +58,14 @@ examples:
 
 
 def _add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = _command_parser(
+        subparsers,
         "convert",
         help="convert an original CCLM checkpoint into a transformers model folder",
         description="Convert an original CCLM checkpoint ({'model': state_dict, ...} .th/.pth file, bare state dict, "
-        "or .safetensors) into a save_pretrained folder (safetensors).",
-        epilog=_CONVERT_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "or .safetensors) into a save_pretrained folder (safetensors) with conversion.json and a model card.",
+        examples=_CONVERT_EXAMPLES,
+        notes=_CONVERT_NOTES,
     )
     parser.add_argument("checkpoint", help="original checkpoint file")
     parser.add_argument("output_dir", help="folder to write the model (and processor) to")
@@ -95,12 +110,18 @@ def _run_convert(args: argparse.Namespace) -> None:
 
 
 def _add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = _command_parser(
+        subparsers,
         "demo",
         help='pre-train a tiny CCLM on "multilingual shapes" and measure cross-lingual retrieval',
         description="Generate the multilingual shapes data, pre-train a tiny CCLM under a time budget on English "
         "captions + parallel sentences, then report text->image / image->text recall per language (en, de, fr, es, "
         "zh). Writes metrics.json, metrics.md, loss_curve.png, recall_per_language.png and a model folder.",
+        examples="""\
+  cclm-hf demo                                   # 6 minutes of pre-training on 2 CPU cores, outputs/demo
+  cclm-hf demo --budget-s 60 --output-dir outputs/demo-1min
+  cclm-hf demo --no-parallel-text --output-dir outputs/ablation
+""",
     )
     parser.add_argument("--output-dir", default="outputs/demo")
     parser.add_argument("--budget-s", type=float, default=360.0, help="seconds of pre-training (default 360)")
@@ -129,17 +150,17 @@ def _run_demo(args: argparse.Namespace) -> None:
 
 
 def _add_push_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = _command_parser(
+        subparsers,
         "push",
         help="upload a model folder (model, processor, card, metrics) to the Hugging Face Hub in one commit",
         description="Create the Hub repository if needed and upload every file of FOLDER (except hidden files and "
         "Trainer checkpoint-* folders) in one commit. The folder's README.md card is checked first (cclm-hf card "
         "writes one). Needs a token: `hf auth login` or HF_TOKEN.",
-        epilog="""examples:
+        examples="""\
   cclm-hf push out/cclm-4m my-user/cclm-4m
   cclm-hf push out/cclm-4m-xvnli my-org/cclm-4m-xvnli --private --revision v1 --commit-message "XVNLI, seed 0"
 """,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("folder", help="a saved model folder with a README.md card")
     parser.add_argument("repo_id", help="the Hub repository, user/name or org/name")
@@ -163,7 +184,8 @@ def _run_push(args: argparse.Namespace) -> None:
 
 
 def _add_card_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = _command_parser(
+        subparsers,
         "card",
         help="(re)write or check the model card (README.md) of a model folder",
         description="Write FOLDER/README.md from the folder's config.json and, when present, conversion.json "
@@ -171,12 +193,11 @@ def _add_card_parser(subparsers: argparse._SubParsersAction) -> None:
         "benchmark recipes: model-index eval results and the paper's numbers beside ours) and training_args.json. "
         "The 'How this model was produced' section of an existing card is kept. Every card is checked offline "
         "(front matter, license, languages, model-index) before it is written.",
-        epilog="""examples:
+        examples="""\
   cclm-hf card out/cclm-4m
   cclm-hf card out/cclm-4m-xvnli --license bsd-3-clause --repo-id my-org/cclm-4m-xvnli
   cclm-hf card out/cclm-4m-xvnli --check        # only check the README.md that is there
 """,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("folder", help="a saved model folder")
     parser.add_argument("--license", help="Hub license id (default: bsd-3-clause for converted checkpoints)")
@@ -201,13 +222,16 @@ def _run_card(args: argparse.Namespace) -> None:
 
 
 def _add_export_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = _command_parser(
+        subparsers,
         "export",
         help="export a model folder for serving (onnx)",
         description="Export a model folder for serving; one sub-command per format.",
+        examples="  cclm-hf export onnx out/cclm-4m out/cclm-4m-onnx\n",
     )
     formats = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
-    onnx = formats.add_parser(
+    onnx = _command_parser(
+        formats,
         "onnx",
         help="image encoder, text encoder and ITM scorer as ONNX graphs",
         description="Export image_encoder.onnx (pixel_values -> normalized image_embeds, image_tokens), "
@@ -215,11 +239,10 @@ def _add_export_parser(subparsers: argparse._SubParsersAction) -> None:
         "with the matching head, itm_scorer.onnx (image_tokens, text_states, text_attention_mask -> itm_logits), "
         "with dynamic batch and text-length axes, plus the processor and onnx_export.json. Each graph is checked "
         "with onnxruntime against PyTorch (max abs difference printed). Needs pip install 'cclm-hf[onnx]'.",
-        epilog="""examples:
+        examples="""\
   cclm-hf export onnx out/cclm-4m out/cclm-4m-onnx
   cclm-hf export onnx outputs/demo/model outputs/demo/onnx --opset 18
 """,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     onnx.add_argument("folder", help="a saved CCLMModel, retrieval or pre-training folder")
     onnx.add_argument("output_dir", help="folder to write the graphs to")
