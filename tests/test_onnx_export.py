@@ -11,9 +11,15 @@ import pytest
 import torch
 from model_factories import tiny_config
 
-from cclm_hf import CCLMForImageTextRetrieval, CCLMForSequenceClassification, CCLMImageProcessor, CCLMModel
+from cclm_hf import (
+    CCLMForImageTextRetrieval,
+    CCLMForPreTraining,
+    CCLMForSequenceClassification,
+    CCLMImageProcessor,
+    CCLMModel,
+)
 from cclm_hf.cli import main as cli_main
-from cclm_hf.onnx_export import export_onnx
+from cclm_hf.onnx_export import export_onnx, load_for_export
 
 
 TOLERANCE = 1e-4
@@ -85,7 +91,7 @@ def test_onnx_graphs_match_pytorch(retrieval_export, batch_size, length):
     assert max(differences.values()) < TOLERANCE, differences
     # normalised embeddings: their products over the temperature are the model's contrastive logits
     np.testing.assert_allclose(np.linalg.norm(image_embeds, axis=-1), 1.0, atol=1e-5)
-    similarity = image_embeds @ text_embeds.T / float(model.cclm.temperature)
+    similarity = image_embeds @ text_embeds.T / model.cclm.temperature.detach().item()
     np.testing.assert_allclose(similarity, outputs.logits_per_image.numpy(), atol=1e-3, rtol=1e-4)
 
 
@@ -124,3 +130,16 @@ def test_classification_folders_are_refused_in_one_line(tmp_path, capsys):
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "CCLMForSequenceClassification is not exported to ONNX" in error
     assert not (tmp_path / "onnx").exists()
+
+
+def test_pretraining_folders_export_their_encoders_and_matching_head(tmp_path):
+    torch.manual_seed(0)
+    pretraining = CCLMForPreTraining(tiny_config()).eval()
+    pretraining.save_pretrained(tmp_path / "model")
+    model = load_for_export(tmp_path / "model")
+    assert isinstance(model, CCLMForImageTextRetrieval)
+    saved = pretraining.state_dict()
+    loaded = model.state_dict()
+    assert loaded.keys() <= saved.keys() and any(key.startswith("itm_head.") for key in loaded)
+    for key, value in loaded.items():
+        torch.testing.assert_close(value, saved[key], rtol=0, atol=0, msg=key)

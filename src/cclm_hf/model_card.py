@@ -156,7 +156,7 @@ _NO_LICENSE = (
     "(BSD-3-Clause code license, no separate weights license stated); set one with `cclm-hf card FOLDER --license "
     "ID` before publishing."
 )
-# the licenses this package writes, plus the Hub's escape hatch; any other id is checked for its shape only
+# the Hub knows its license ids; offline, an id is checked for its shape (lower case, digits, ".", "+", "-")
 _LICENSE_ID = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
 _LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 _SPECIAL_LANGUAGES = ("multilingual", "code")

@@ -116,19 +116,9 @@ def export_onnx(folder: str | Path, output_dir: str | Path, *, opset: int = 18, 
     except ImportError as error:
         raise CCLMUserError("ONNX export needs onnx and onnxruntime: pip install 'cclm-hf[onnx]'") from error
     folder, output_dir = Path(folder), Path(output_dir)
-    if not (folder / "config.json").is_file():
-        raise CCLMUserError(f"{folder}: not a saved model folder (no config.json)")
-    config = CCLMConfig.from_pretrained(folder)
-    model_class = (config.architectures or ["CCLMModel"])[0]
-    if model_class not in _EXPORTABLE:
-        raise CCLMUserError(
-            f"{folder}: {model_class} is not exported to ONNX (supported: {', '.join(_EXPORTABLE)}; the encoders of "
-            "a classification model are not trained for retrieval)"
-        )
-    with_matching_head = model_class in _WITH_MATCHING_HEAD
-    loader = CCLMForImageTextRetrieval if with_matching_head else CCLMModel
-    model = loader.from_pretrained(folder, attn_implementation="eager").eval()
-    cclm = model.base_model
+    model = load_for_export(folder)
+    with_matching_head = isinstance(model, CCLMForImageTextRetrieval)
+    cclm, config = model.base_model, model.config
     output_dir.mkdir(parents=True, exist_ok=True)
 
     samples = _sample_inputs(cclm, batch_size=2, length=11, seed=0)
@@ -157,6 +147,7 @@ def export_onnx(folder: str | Path, output_dir: str | Path, *, opset: int = 18, 
             },
         )
 
+    model_class = (config.architectures or ["CCLMModel"])[0]
     export = OnnxExport(source=str(folder), model_class=model_class, image_size=config.image_size, opset=opset)
     checks = _sample_inputs(cclm, batch_size=3, length=5, seed=1)
     for name, (module, graph, dynamic_shapes) in graphs.items():
@@ -188,6 +179,23 @@ def export_onnx(folder: str | Path, output_dir: str | Path, *, opset: int = 18, 
         AutoProcessor.from_pretrained(folder).save_pretrained(output_dir)
     (output_dir / "onnx_export.json").write_text(json.dumps(asdict(export), indent=2) + "\n", encoding="utf-8")
     return export
+
+
+def load_for_export(folder: str | Path) -> CCLMModel | CCLMForImageTextRetrieval:
+    """The model of a saved folder as it is exported, with eager attention: retrieval and pre-training folders as
+    `CCLMForImageTextRetrieval` (encoders and matching head; a pre-training folder's MLM and box heads are left
+    out), base folders as `CCLMModel`; other heads are refused."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise CCLMUserError(f"{folder}: not a saved model folder (no config.json)")
+    model_class = (CCLMConfig.from_pretrained(folder).architectures or ["CCLMModel"])[0]
+    if model_class not in _EXPORTABLE:
+        raise CCLMUserError(
+            f"{folder}: {model_class} is not exported to ONNX (supported: {', '.join(_EXPORTABLE)}; the encoders of "
+            "a classification model are not trained for retrieval)"
+        )
+    loader = CCLMForImageTextRetrieval if model_class in _WITH_MATCHING_HEAD else CCLMModel
+    return loader.from_pretrained(folder, attn_implementation="eager").eval()
 
 
 @torch.no_grad()
@@ -230,5 +238,6 @@ __all__ = [
     "OnnxGraph",
     "TextEncoderForOnnx",
     "export_onnx",
+    "load_for_export",
     "max_abs_difference",
 ]
