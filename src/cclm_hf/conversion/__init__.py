@@ -7,6 +7,8 @@ from .convert import (
     ConversionTarget,
     convert_original_checkpoint,
     convert_state_dict,
+    fit_state_dict,
+    init_task_model,
     load_original_state_dict,
     with_image_size,
 )
@@ -23,6 +25,8 @@ __all__ = [
     "config_from_original_files",
     "convert_original_checkpoint",
     "convert_state_dict",
+    "fit_state_dict",
+    "init_task_model",
     "load_original_state_dict",
     "resize_relative_position_bias_table",
     "with_image_size",
