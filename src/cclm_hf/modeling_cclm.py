@@ -1570,8 +1570,8 @@ class CCLMForPreTraining(CCLMMatchingMixin, CCLMPreTrainedModel):
         negative_image_indices, negative_text_indices (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Hard negatives to use instead of sampling them (reproducible losses).
         image_ids (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
-            Image and region batches: texts sharing an id are positives of each other in ITC and never drawn as ITM
-            negatives. Off by default, as in the original.
+            What each pair is about (its image; for parallel text, the sentence): pairs sharing an id are positives
+            of each other in ITC / TTC and never drawn as ITM / TTM negatives. Off by default, as in the original.
         batch_kind (`str`, *optional*):
             `"image"`, `"region"` or `"parallel"`; inferred from the inputs when not given (`region_mask` -> region,
             no `pixel_values` -> parallel).
@@ -1593,6 +1593,7 @@ class CCLMForPreTraining(CCLMMatchingMixin, CCLMPreTrainedModel):
                 attention_mask_2,
                 masked=(masked_input_ids, masked_attention_mask, masked_positions, masked_labels),
                 negatives=(negative_image_indices, negative_text_indices),
+                image_ids=image_ids,
                 **kwargs,
             )
         if pixel_values is None or (batch_kind == "region") != (region_mask is not None):
@@ -1651,7 +1652,7 @@ class CCLMForPreTraining(CCLMMatchingMixin, CCLMPreTrainedModel):
         )
 
     def _parallel_text_batch(
-        self, input_ids, attention_mask, input_ids_2, attention_mask_2, masked, negatives, **kwargs
+        self, input_ids, attention_mask, input_ids_2, attention_mask_2, masked, negatives, image_ids, **kwargs
     ) -> CCLMForPreTrainingOutput:
         masked_input_ids, masked_attention_mask, masked_positions, masked_labels = masked
         text_config = self.config.text_config
@@ -1663,7 +1664,7 @@ class CCLMForPreTraining(CCLMMatchingMixin, CCLMPreTrainedModel):
             )
         sentence = self.cclm.embed_text(input_ids, attention_mask, **kwargs)
         translation = self.cclm.embed_text(input_ids_2, attention_mask_2)
-        losses = {"ttc_loss": self.contrastive_objective(sentence, translation)}
+        losses = {"ttc_loss": self.contrastive_objective(sentence, translation, image_ids)}
 
         if masked_attention_mask is not None:  # translation LM: one sequence, no other view, no matching
             losses["mlm_loss"], mlm_logits = self.masked_lm_objective(
@@ -1672,7 +1673,7 @@ class CCLMForPreTraining(CCLMMatchingMixin, CCLMPreTrainedModel):
             return self._output(losses, mlm_logits=mlm_logits, text_model_output=sentence.model_output)
 
         # the first sentence plays the image's role: its states are the keys/values of the fusion layers
-        matching = self.matching_objective(sentence, translation, None, *negatives, **kwargs)
+        matching = self.matching_objective(sentence, translation, image_ids, *negatives, **kwargs)
         losses["ttm_loss"] = matching.loss
         extras = {}
         if masked_input_ids is not None:
