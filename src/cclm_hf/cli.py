@@ -43,6 +43,13 @@ heads (--head):
   retrieval       CCLMForImageTextRetrieval: + ITM head (from pre-training or retrieval checkpoints)
   classification  CCLMForSequenceClassification: + MLP classifier (XVNLI checkpoints; from a pre-training
                   checkpoint the classifier is newly initialised)
+  nlvr            CCLMForImagesAndTextClassification: two images per statement (NLVR2 / MaRVL checkpoints with
+                  their 18-layer paired stack, or NLVR domain pre-training; from a pre-training checkpoint each
+                  fusion layer is duplicated into its left/right pair and the classifier is new)
+  vqa             CCLMForQuestionAnswering: + causal answer decoder (xGQA / VQA checkpoints with text_decoder.*;
+                  from a pre-training checkpoint the decoder is a copy of the fusion layers, embeddings and MLM
+                  head; the depth comes from the yaml's num_dec_layers, 6 by default)
+  pretraining     CCLMForPreTraining: + ITM, box and MLM heads (pre-training checkpoints)
 
 --image-size N resizes every Swin relative-position bias table with the original's geometric-progression bicubic
 scheme (e.g. a 224 px pre-training checkpoint -> 384 px, window 12, as the original fine-tuning scripts load it).

@@ -81,7 +81,14 @@ class CCLMConfig(PreTrainedConfig):
         temperature_init_value (`float`, *optional*, defaults to 0.07):
             Initial value of the learnable contrastive temperature (logits = cosine / temperature).
         tie_word_embeddings (`bool`, *optional*, defaults to `True`):
-            Tie the masked-LM decoder of [`CCLMForPreTraining`] to the word embeddings, as the original does.
+            Tie the masked-LM decoder of [`CCLMForPreTraining`] to the word embeddings, as the original does (and
+            the answer decoder's LM head of [`CCLMForQuestionAnswering`] to its own word embeddings).
+        images_per_text (`int`, *optional*, defaults to 1):
+            Images each text is fused with. 2 for NLVR2 / MaRVL ([`CCLMForImagesAndTextClassification`]): every
+            fusion layer becomes a pair of layers, the first attending to the left image and the second to the
+            right one, sharing their cross-attention key/value projections (the original's 18-layer stack).
+        num_answer_decoder_layers (`int`, *optional*, defaults to 6):
+            Depth of the causal answer decoder of [`CCLMForQuestionAnswering`] (the original's `num_dec_layers`).
 
     Example:
 
@@ -101,6 +108,8 @@ class CCLMConfig(PreTrainedConfig):
     temperature_init_value: float = 0.07
     initializer_range: float = 0.02
     tie_word_embeddings: bool = True
+    images_per_text: int = 1
+    num_answer_decoder_layers: int = 6
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -119,6 +128,10 @@ class CCLMConfig(PreTrainedConfig):
                 f"text_config.cross_attention_hidden_size={self.text_config.cross_attention_hidden_size} must equal "
                 f"the vision width {vision_width} (embed_dim * 2**(stages-1)): the fusion layers attend to image tokens"
             )
+        if self.images_per_text < 1:
+            raise ValueError(f"images_per_text={self.images_per_text} must be at least 1")
+        if self.num_answer_decoder_layers < 1:
+            raise ValueError(f"num_answer_decoder_layers={self.num_answer_decoder_layers} must be at least 1")
         last_stage = self.image_size // (self.vision_config.patch_size * 2 ** (len(self.vision_config.depths) - 1))
         if last_stage < self.vision_config.window_size:
             raise ValueError(

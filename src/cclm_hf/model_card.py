@@ -25,15 +25,10 @@ from typing import Any
 import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from . import modeling_cclm
 from .configuration_cclm import CCLMConfig
 from .errors import CCLMUserError
-from .modeling_cclm import (
-    CCLMForImageTextRetrieval,
-    CCLMForPreTraining,
-    CCLMForSequenceClassification,
-    CCLMModel,
-    CCLMPreTrainedModel,
-)
+from .modeling_cclm import CCLMPreTrainedModel
 from .paper_results import PAPER_MODELS, paper_numbers
 
 
@@ -42,10 +37,6 @@ from .paper_results import PAPER_MODELS, paper_numbers
 CCLM_PRETRAINING_LANGUAGES = ("en", "de", "fr", "cs", "ja", "zh")
 CCLM_TAGS = ("cclm", "vision-language", "multilingual", "image-text-retrieval", "cclm-hf")
 
-_MODEL_CLASSES = {
-    cls.__name__: cls
-    for cls in (CCLMModel, CCLMForImageTextRetrieval, CCLMForSequenceClassification, CCLMForPreTraining)
-}
 _PIPELINE_TAGS = {"CCLMForImageTextRetrieval": "zero-shot-image-classification"}
 
 # task id of metrics.json -> (Hub task type, task name, dataset name)
@@ -248,7 +239,9 @@ def write_folder_card(
     if config_dict.get("model_type") != CCLMConfig.model_type:
         raise ModelCardError(f"{config_path}: model_type {config_dict.get('model_type')!r} is not a CCLM model")
     config = CCLMConfig.from_pretrained(folder)
-    model_class = _MODEL_CLASSES.get((config.architectures or ["CCLMModel"])[0], CCLMModel)
+    model_class = getattr(modeling_cclm, (config.architectures or ["CCLMModel"])[0], None)
+    if not (isinstance(model_class, type) and issubclass(model_class, CCLMPreTrainedModel)):
+        raise ModelCardError(f"{config_path}: architecture {config.architectures} is not a CCLM model class")
     with torch.device("meta"):  # the card needs the class and the parameter count, not the weights
         model = model_class(config)
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
+from transformers.dynamic_module_utils import custom_object_save
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
@@ -299,12 +300,13 @@ class CCLMTextEmbeddings(nn.Module):
 class CCLMCrossAttention(nn.Module):
     """Multi-head attention from the text (queries) to another view (keys and values).
 
-    The key/value projections read the other view, whose width (`cross_attention_hidden_size`) may differ from the
-    text width. They can be computed once per view with `project_key_value` and passed back as `key_value`, so a
-    view attended by many texts (an image re-ranked against its candidate captions) is projected once.
+    The key/value projections read the other view, whose width (`cross_attention_hidden_size`: the vision width by
+    default, the text width for the answer decoder) may differ from the text width. They can be computed once per
+    view with `project_key_value` and passed back as `key_value`, so a view attended by many texts (an image
+    re-ranked against its candidate captions) is projected once.
     """
 
-    def __init__(self, config: CCLMTextConfig):
+    def __init__(self, config: CCLMTextConfig, cross_attention_hidden_size: int | None = None):
         super().__init__()
         if config.hidden_size % config.num_attention_heads:
             raise ValueError(
@@ -313,9 +315,10 @@ class CCLMCrossAttention(nn.Module):
         self.config = config
         self.attention_head_size = config.hidden_size // config.num_attention_heads
         self.scaling = self.attention_head_size**-0.5
+        view_width = cross_attention_hidden_size or config.cross_attention_hidden_size
         self.query = nn.Linear(config.hidden_size, config.hidden_size)
-        self.key = nn.Linear(config.cross_attention_hidden_size, config.hidden_size)
-        self.value = nn.Linear(config.cross_attention_hidden_size, config.hidden_size)
+        self.key = nn.Linear(view_width, config.hidden_size)
+        self.value = nn.Linear(view_width, config.hidden_size)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
         self.is_causal = False
 
@@ -356,9 +359,9 @@ class CCLMCrossAttention(nn.Module):
 class CCLMCrossAttentionBlock(nn.Module):
     """Cross-attention followed by its output projection, residual and LayerNorm (XLM-R's `*.output` naming)."""
 
-    def __init__(self, config: CCLMTextConfig):
+    def __init__(self, config: CCLMTextConfig, cross_attention_hidden_size: int | None = None):
         super().__init__()
-        self.self = CCLMCrossAttention(config)
+        self.self = CCLMCrossAttention(config, cross_attention_hidden_size)
         self.output = XLMRobertaSelfOutput(config)
 
     def forward(
@@ -380,10 +383,12 @@ class CCLMFusionLayer(GradientCheckpointingLayer):
     `XLMRobertaLayer` only adds cross-attention to causal decoders, so the layer is composed from its parts.
     """
 
-    def __init__(self, config: CCLMTextConfig, is_causal: bool = False):
+    def __init__(
+        self, config: CCLMTextConfig, is_causal: bool = False, cross_attention_hidden_size: int | None = None
+    ):
         super().__init__()
         self.attention = XLMRobertaAttention(config, is_causal=is_causal)
-        self.crossattention = CCLMCrossAttentionBlock(config)
+        self.crossattention = CCLMCrossAttentionBlock(config, cross_attention_hidden_size)
         self.intermediate = XLMRobertaIntermediate(config)
         self.output = XLMRobertaOutput(config)
 
@@ -466,15 +471,19 @@ class CCLMFusionModel(CCLMTextPreTrainedModel):
     """Fusion layers: text states attend to themselves and, in every layer, to one of the given views.
 
     The base model has one view (image tokens, or the text-only states of a parallel sentence) and
-    `num_fusion_layers` layers. Other stacks are configurations of this one:
+    `num_fusion_layers` layers. Other stacks are configurations of this one: the NLVR stack (`layer_views=(0, 1) *
+    6`, each pair sharing its key/value projections) and the VQA answer decoder (`is_causal=True`, attending to the
+    question states).
 
     Args:
         config: the text configuration (widths, heads; `num_fusion_layers` is the default depth).
         num_layers: depth of the stack.
-        layer_views: for each layer, the index of the view it attends to (default: all view 0). E.g. `(0, 1) * 6`
-            pairs each layer with a twin that attends to a second image.
+        layer_views: for each layer, the index of the view it attends to (default: all view 0).
         is_causal: causal self-attention (an answer decoder).
-        layer_class: the layer type, built as `layer_class(config, is_causal=is_causal)`.
+        cross_attention_hidden_size: width of the views (default: `config.cross_attention_hidden_size`).
+        shared_key_value: `(source, target)` layer pairs whose cross-attention key and value projections are one
+            module (one parameter each, declared as tied weights so they stay one through saving and loading).
+        layer_class: the layer type, built as `layer_class(config, is_causal=..., cross_attention_hidden_size=...)`.
     """
 
     _can_record_outputs = {
@@ -489,6 +498,8 @@ class CCLMFusionModel(CCLMTextPreTrainedModel):
         num_layers: int | None = None,
         layer_views: Sequence[int] | None = None,
         is_causal: bool = False,
+        cross_attention_hidden_size: int | None = None,
+        shared_key_value: Sequence[tuple[int, int]] = (),
         layer_class: type[CCLMFusionLayer] = CCLMFusionLayer,
     ):
         super().__init__(config)
@@ -498,7 +509,22 @@ class CCLMFusionModel(CCLMTextPreTrainedModel):
             raise ValueError(f"layer_views has {len(self.layer_views)} entries for {num_layers} layers")
         self.num_views = max(self.layer_views, default=-1) + 1
         self.is_causal = is_causal
-        self.layers = nn.ModuleList([layer_class(config, is_causal=is_causal) for _ in range(num_layers)])
+        self.layers = nn.ModuleList(
+            [
+                layer_class(config, is_causal=is_causal, cross_attention_hidden_size=cross_attention_hidden_size)
+                for _ in range(num_layers)
+            ]
+        )
+        tied = {}
+        for source, target in shared_key_value:
+            source_attention = self.layers[source].crossattention.self
+            target_attention = self.layers[target].crossattention.self
+            target_attention.key, target_attention.value = source_attention.key, source_attention.value
+            for projection in ("key", "value"):
+                for name in ("weight", "bias"):
+                    prefix = "layers.{}.crossattention.self." + f"{projection}.{name}"
+                    tied[prefix.format(target)] = prefix.format(source)
+        self._tied_weights_keys = tied or None
         self.post_init()
 
     def _as_views(self, value: torch.Tensor | Sequence[torch.Tensor | None] | None) -> list[torch.Tensor | None]:
@@ -612,6 +638,7 @@ _REMOTE_CODE_AUTO_MAP = {
     "AutoModel": "modeling_cclm.CCLMModel",
     "AutoModelForPreTraining": "modeling_cclm.CCLMForPreTraining",
     "AutoModelForSequenceClassification": "modeling_cclm.CCLMForSequenceClassification",
+    "AutoModelForVisualQuestionAnswering": "modeling_cclm.CCLMForQuestionAnswering",
     "AutoModelForZeroShotImageClassification": "modeling_cclm.CCLMForImageTextRetrieval",
 }
 
@@ -633,9 +660,12 @@ class CCLMPreTrainedModel(PreTrainedModel):
     accepts_loss_kwargs = False
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
-        if self._auto_class is not None:
-            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **_REMOTE_CODE_AUTO_MAP}
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **_REMOTE_CODE_AUTO_MAP}
         super().save_pretrained(save_directory, *args, **kwargs)
+        if self._auto_class is None:
+            # a head without an Auto class (two-image classification): transformers copies the code only for
+            # registered classes, but the folder must load with remote code too
+            custom_object_save(self, save_directory)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.base_model.text_model.get_input_embeddings()
@@ -706,7 +736,15 @@ class CCLMModel(CCLMPreTrainedModel):
         self.image_tokens = IMAGE_TOKENS_BY_VISION_FAMILY[vision_family]
         self.vision_model = AutoModel.from_config(config.vision_config)
         self.text_model = CCLMTextModel._from_config(config.text_config)
-        self.fusion_model = CCLMFusionModel._from_config(config.text_config)
+        # with several images per text (NLVR2: left and right), each fusion layer becomes a group of twins, twin j
+        # attending to image j, all of them sharing one key/value projection (the original's paired layers)
+        twins, depth = config.images_per_text, config.text_config.num_fusion_layers
+        self.fusion_model = CCLMFusionModel._from_config(
+            config.text_config,
+            num_layers=twins * depth,
+            layer_views=tuple(range(twins)) * depth,
+            shared_key_value=[(twins * k, twins * k + j) for k in range(depth) for j in range(1, twins)],
+        )
         self.vision_projection = nn.Linear(config.vision_config.hidden_size, config.projection_dim)
         self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_dim)
         self.temperature = nn.Parameter(torch.tensor(config.temperature_init_value))
@@ -1039,6 +1077,7 @@ class CCLMForSequenceClassification(CCLMPreTrainedModel):
 
     def __init__(self, config: CCLMConfig):
         super().__init__(config)
+        self.loss_type = "ForSequenceClassification"  # also for subclasses, whose names transformers would not map
         self.num_labels = config.num_labels
         self.cclm = CCLMModel(config)
         self.classifier = CCLMMLPHead(config.text_config.hidden_size, config.num_labels)
@@ -1047,6 +1086,18 @@ class CCLMForSequenceClassification(CCLMPreTrainedModel):
     def new_parameters(self) -> set[str]:
         """The classifier (the original's `cls_head`, trained with twice the learning rate)."""
         return {name for name, _ in self.named_parameters() if name.startswith("classifier.")}
+
+    def encode_image_views(
+        self, pixel_values: torch.FloatTensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> tuple[BaseModelOutputWithPooling, torch.Tensor | list[torch.Tensor]]:
+        """The vision tower's output and the view(s) the fusion layers attend to: here one image per text."""
+        if self.config.images_per_text != 1:
+            raise ValueError(
+                f"this model fuses {self.config.images_per_text} images per text: use "
+                "CCLMForImagesAndTextClassification"
+            )
+        image = self.cclm.get_image_features(pixel_values, **kwargs)
+        return image, image.last_hidden_state
 
     @can_return_tuple
     def forward(
@@ -1062,9 +1113,11 @@ class CCLMForSequenceClassification(CCLMPreTrainedModel):
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Class indices in `[0, num_labels)`; the loss follows `config.problem_type` as in transformers' heads.
         """
-        image = self.cclm.get_image_features(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
+        image, views = self.encode_image_views(
+            pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
+        )
         text = self.cclm.get_text_features(input_ids, attention_mask, **kwargs)
-        fused = self.cclm.fuse_views(text.last_hidden_state, attention_mask, image.last_hidden_state, **kwargs)
+        fused = self.cclm.fuse_views(text.last_hidden_state, attention_mask, views, **kwargs)
         logits = self.classifier(fused.last_hidden_state[:, 0])
         loss = None
         if labels is not None:
@@ -1072,6 +1125,256 @@ class CCLMForSequenceClassification(CCLMPreTrainedModel):
         return CCLMSequenceClassifierOutput(
             loss=loss, logits=logits, vision_model_output=image, text_model_output=text, fusion_model_output=fused
         )
+
+
+class CCLMForImagesAndTextClassification(CCLMForSequenceClassification):
+    """CCLM for a statement about two images (NLVR2, MaRVL): an MLP on the fused `<s>` state of the text attending to
+    both images through the paired fusion layers (`config.images_per_text = 2`).
+
+    `pixel_values` are `[batch, 2, channels, height, width]` (left, right). The image tower runs once over all `2B`
+    images (`vision_model_output` row `2b` is the left and row `2b + 1` the right image of pair `b`); fusion layer
+    `2k` attends to the left image and layer `2k + 1` to the right one, the two sharing their cross-attention
+    key/value projections. `labels`: 1 if the statement is true of the pair, else 0.
+    """
+
+    def __init__(self, config: CCLMConfig):
+        if config.images_per_text != 2:
+            raise ValueError(
+                f"{type(self).__name__} fuses a text with two images: set config.images_per_text=2 "
+                f"(got {config.images_per_text})"
+            )
+        super().__init__(config)
+
+    def encode_image_views(
+        self, pixel_values: torch.FloatTensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> tuple[BaseModelOutputWithPooling, list[torch.Tensor]]:
+        images_per_text = self.config.images_per_text
+        if pixel_values.ndim != 5 or pixel_values.shape[1] != images_per_text:
+            raise ValueError(
+                f"pixel_values must be [batch, {images_per_text}, channels, height, width], got "
+                f"{tuple(pixel_values.shape)}"
+            )
+        image = self.cclm.get_image_features(pixel_values.flatten(0, 1), **kwargs)
+        tokens = image.last_hidden_state.unflatten(0, pixel_values.shape[:2])
+        return image, [tokens[:, index] for index in range(images_per_text)]
+
+
+@dataclass
+class CCLMQuestionAnsweringOutput(CCLMModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when answers are given):
+        The original VQA loss: each answer's summed next-token negative log-likelihood times its weight, summed
+        over all answers and divided by the number of questions.
+    answer_nll (`torch.FloatTensor` of shape `(num_answers,)`, *optional*):
+        Summed next-token negative log-likelihood of each given answer (padding excluded).
+    logits (`torch.FloatTensor` of shape `(num_answers, answer_length, vocab_size)`, *optional*):
+        Answer decoder logits; position `t` predicts token `t + 1`.
+    question_states (`torch.FloatTensor` of shape `(batch_size, question_length, hidden_size)`):
+        The question fused with the image (all text layers), which the answer decoder attends to.
+    answer_decoder_output (`BaseModelOutputWithCrossAttentions`, *optional*):
+        The answer decoder's layers (per-layer states and attention maps when requested).
+    """ + _TOWER_OUTPUTS_DOC.replace("The fusion layers:", "The fusion layers on the question and the image:")
+
+    loss: torch.FloatTensor | None = None
+    answer_nll: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    question_states: torch.FloatTensor | None = None
+    vision_model_output: BaseModelOutputWithPooling | None = None
+    text_model_output: BaseModelOutputWithPooling | None = None
+    fusion_model_output: BaseModelOutputWithCrossAttentions | None = None
+    answer_decoder_output: BaseModelOutputWithCrossAttentions | None = None
+
+
+@dataclass
+class CCLMAnswerCandidates:
+    """A candidate answer list tokenised once (`<s> answer </s>`, padded to the longest), for `rank_answers`.
+
+    Attributes:
+        answers: the answer strings, in the order of the rows.
+        input_ids, attention_mask: `[A, La]`.
+    """
+
+    answers: list[str]
+    input_ids: torch.LongTensor
+    attention_mask: torch.LongTensor
+
+    @classmethod
+    def from_answers(cls, tokenizer, answers: Sequence[str]) -> CCLMAnswerCandidates:
+        if not answers:
+            raise ValueError("the candidate answer list is empty")
+        encoded = tokenizer(list(answers), padding="longest", return_tensors="pt", return_token_type_ids=False)
+        return cls(list(answers), encoded["input_ids"], encoded["attention_mask"])
+
+    def to(self, device: torch.device | str) -> CCLMAnswerCandidates:
+        return CCLMAnswerCandidates(self.answers, self.input_ids.to(device), self.attention_mask.to(device))
+
+
+class CCLMForQuestionAnswering(CCLMPreTrainedModel):
+    """CCLM for visual question answering (VQA v2, GQA / xGQA) as the original: the question is encoded with the image
+    by all text layers, and a causal answer decoder whose every layer cross-attends to the question states scores
+    answers (`rank_answers` ranks a candidate list; `forward` computes the training loss).
+
+    The decoder has its own word embeddings and an LM head tied to them; from a pre-training checkpoint it starts
+    as a copy of the fusion layers, the embeddings and the MLM head (see `cclm_hf.conversion`).
+    """
+
+    _tied_weights_keys = {
+        "answer_head.decoder.weight": "answer_embeddings.word_embeddings.weight",
+        "answer_head.decoder.bias": "answer_head.bias",
+    }
+
+    def __init__(self, config: CCLMConfig):
+        super().__init__(config)
+        text_config = config.text_config
+        self.cclm = CCLMModel(config)
+        self.answer_embeddings = CCLMTextEmbeddings(text_config)
+        self.answer_decoder = CCLMFusionModel._from_config(
+            text_config,
+            num_layers=config.num_answer_decoder_layers,
+            is_causal=True,
+            cross_attention_hidden_size=text_config.hidden_size,
+        )
+        self.answer_head = XLMRobertaLMHead(text_config)
+        self.post_init()
+
+    def encode_question(
+        self,
+        input_ids: torch.LongTensor,
+        pixel_values: torch.FloatTensor,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[
+        torch.Tensor, BaseModelOutputWithPooling, BaseModelOutputWithPooling, BaseModelOutputWithCrossAttentions
+    ]:
+        """`(question_states, vision_output, text_output, fusion_output)`: the question through all text layers,
+        attending to the image."""
+        image = self.cclm.get_image_features(pixel_values, **kwargs)
+        text = self.cclm.get_text_features(input_ids, attention_mask, **kwargs)
+        fused = self.cclm.fuse_views(text.last_hidden_state, attention_mask, image.last_hidden_state, **kwargs)
+        return fused.last_hidden_state, image, text, fused
+
+    def decode_answers(
+        self,
+        question_states: torch.Tensor,
+        question_attention_mask: torch.Tensor | None,
+        answer_input_ids: torch.LongTensor,
+        answer_attention_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor, BaseModelOutputWithCrossAttentions]:
+        """Decoder logits `[N, La, V]` of answers `[N, La]` (row `n` attends to question row `n`) and the decoder
+        output."""
+        hidden_states = self.answer_embeddings(answer_input_ids)
+        decoded = self.answer_decoder(
+            hidden_states,
+            answer_attention_mask,
+            question_states,
+            question_attention_mask,
+            return_dict=True,
+            **kwargs,
+        )
+        return self.answer_head(decoded.last_hidden_state), decoded
+
+    @staticmethod
+    def answer_nll(logits: torch.Tensor, answer_input_ids: torch.LongTensor, answer_attention_mask) -> torch.Tensor:
+        """Summed next-token negative log-likelihood `[N]` of each answer; padding positions are not predicted."""
+        targets = answer_input_ids.masked_fill(answer_attention_mask == 0, -100)[:, 1:]
+        per_token = F.cross_entropy(logits[:, :-1].transpose(1, 2), targets, ignore_index=-100, reduction="none")
+        return per_token.sum(dim=1)
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        answer_input_ids: torch.LongTensor | None = None,
+        answer_attention_mask: torch.Tensor | None = None,
+        answer_weights: torch.FloatTensor | None = None,
+        answers_per_question: torch.LongTensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> CCLMQuestionAnsweringOutput:
+        r"""
+        answer_input_ids, answer_attention_mask (`torch.LongTensor` of shape `(num_answers, answer_length)`, *optional*):
+            The answers of all questions, `<s> answer </s>` padded, grouped per question in batch order.
+        answer_weights (`torch.FloatTensor` of shape `(num_answers,)`, *optional*):
+            Weight of each answer (the original gives each of a question's `n` answers `1 / n`); default 1.
+        answers_per_question (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            How many of the answers belong to each question; default one each.
+        """
+        question_states, image, text, fused = self.encode_question(
+            input_ids, pixel_values, attention_mask, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
+        )
+        fields = {}
+        if answer_input_ids is not None:
+            if answer_attention_mask is None:
+                answer_attention_mask = torch.ones_like(answer_input_ids)
+            if answers_per_question is None:
+                answers_per_question = torch.ones(question_states.shape[0], dtype=torch.long, device=input_ids.device)
+            if int(answers_per_question.sum()) != answer_input_ids.shape[0]:
+                raise ValueError(
+                    f"answers_per_question sums to {int(answers_per_question.sum())} but {answer_input_ids.shape[0]} "
+                    "answers were given"
+                )
+            question_index = torch.repeat_interleave(
+                torch.arange(question_states.shape[0], device=question_states.device), answers_per_question
+            )
+            question_mask = None if attention_mask is None else attention_mask[question_index]
+            logits, decoded = self.decode_answers(
+                question_states[question_index], question_mask, answer_input_ids, answer_attention_mask, **kwargs
+            )
+            nll = self.answer_nll(logits, answer_input_ids, answer_attention_mask)
+            weights = answer_weights if answer_weights is not None else torch.ones_like(nll)
+            fields = {
+                "loss": (weights * nll).sum() / question_states.shape[0],
+                "answer_nll": nll,
+                "logits": logits,
+                "answer_decoder_output": decoded,
+            }
+        return CCLMQuestionAnsweringOutput(
+            question_states=question_states,
+            vision_model_output=image,
+            text_model_output=text,
+            fusion_model_output=fused,
+            **fields,
+        )
+
+    @torch.no_grad()
+    def rank_answers(
+        self,
+        input_ids: torch.LongTensor,
+        pixel_values: torch.FloatTensor,
+        attention_mask: torch.Tensor | None,
+        candidates: CCLMAnswerCandidates,
+        k: int = 128,
+    ) -> tuple[torch.LongTensor, torch.FloatTensor]:
+        """The original two-stage answer ranking (`rank_answer`).
+
+        1. the decoder reads `<s>` alone; the `k` candidates whose first token is most probable are kept;
+        2. those `k` answers are scored with teacher forcing: `log p(first token) - NLL(answer)` (the NLL includes
+           the first token again, as the original counts it twice), softmax over the `k`.
+
+        Returns:
+            `(indices, probabilities)`, both `[B, k]` sorted by decreasing probability: rows of `candidates`.
+        """
+        candidates = candidates.to(input_ids.device)
+        question_states = self.encode_question(input_ids, pixel_values, attention_mask)[0]
+        num_questions = question_states.shape[0]
+        k = min(k, candidates.input_ids.shape[0])
+        start = candidates.input_ids[:1, :1].expand(num_questions, 1)
+        start_logits = self.decode_answers(question_states, attention_mask, start)[0][:, 0]
+        first_token_probs = start_logits.softmax(dim=-1)[:, candidates.input_ids[:, 1]]
+        top_probs, top_ids = first_token_probs.topk(k, dim=1)
+
+        question_index = torch.arange(num_questions, device=input_ids.device).repeat_interleave(k)
+        answer_ids = candidates.input_ids[top_ids.flatten()]
+        answer_mask = candidates.attention_mask[top_ids.flatten()]
+        question_mask = None if attention_mask is None else attention_mask[question_index]
+        logits = self.decode_answers(question_states[question_index], question_mask, answer_ids, answer_mask)[0]
+        nll = self.answer_nll(logits, answer_ids, answer_mask).view(num_questions, k)
+        probabilities = (top_probs.log() - nll).softmax(dim=-1)
+        probabilities, order = probabilities.topk(k, dim=1)
+        return top_ids.gather(1, order), probabilities
 
 
 BatchKind = Literal["image", "region", "parallel"]
@@ -1267,8 +1570,8 @@ class CCLMForPreTraining(CCLMMatchingMixin, CCLMPreTrainedModel):
         negative_image_indices, negative_text_indices (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             Hard negatives to use instead of sampling them (reproducible losses).
         image_ids (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
-            Image and region batches: texts sharing an id are positives of each other in ITC and never drawn as ITM
-            negatives. Off by default, as in the original.
+            What each pair is about (its image; for parallel text, the sentence): pairs sharing an id are positives
+            of each other in ITC / TTC and never drawn as ITM / TTM negatives. Off by default, as in the original.
         batch_kind (`str`, *optional*):
             `"image"`, `"region"` or `"parallel"`; inferred from the inputs when not given (`region_mask` -> region,
             no `pixel_values` -> parallel).
@@ -1290,6 +1593,7 @@ class CCLMForPreTraining(CCLMMatchingMixin, CCLMPreTrainedModel):
                 attention_mask_2,
                 masked=(masked_input_ids, masked_attention_mask, masked_positions, masked_labels),
                 negatives=(negative_image_indices, negative_text_indices),
+                image_ids=image_ids,
                 **kwargs,
             )
         if pixel_values is None or (batch_kind == "region") != (region_mask is not None):
@@ -1348,7 +1652,7 @@ class CCLMForPreTraining(CCLMMatchingMixin, CCLMPreTrainedModel):
         )
 
     def _parallel_text_batch(
-        self, input_ids, attention_mask, input_ids_2, attention_mask_2, masked, negatives, **kwargs
+        self, input_ids, attention_mask, input_ids_2, attention_mask_2, masked, negatives, image_ids, **kwargs
     ) -> CCLMForPreTrainingOutput:
         masked_input_ids, masked_attention_mask, masked_positions, masked_labels = masked
         text_config = self.config.text_config
@@ -1360,7 +1664,7 @@ class CCLMForPreTraining(CCLMMatchingMixin, CCLMPreTrainedModel):
             )
         sentence = self.cclm.embed_text(input_ids, attention_mask, **kwargs)
         translation = self.cclm.embed_text(input_ids_2, attention_mask_2)
-        losses = {"ttc_loss": self.contrastive_objective(sentence, translation)}
+        losses = {"ttc_loss": self.contrastive_objective(sentence, translation, image_ids)}
 
         if masked_attention_mask is not None:  # translation LM: one sequence, no other view, no matching
             losses["mlm_loss"], mlm_logits = self.masked_lm_objective(
@@ -1369,7 +1673,7 @@ class CCLMForPreTraining(CCLMMatchingMixin, CCLMPreTrainedModel):
             return self._output(losses, mlm_logits=mlm_logits, text_model_output=sentence.model_output)
 
         # the first sentence plays the image's role: its states are the keys/values of the fusion layers
-        matching = self.matching_objective(sentence, translation, None, *negatives, **kwargs)
+        matching = self.matching_objective(sentence, translation, image_ids, *negatives, **kwargs)
         losses["ttm_loss"] = matching.loss
         extras = {}
         if masked_input_ids is not None:
@@ -1394,7 +1698,11 @@ class CCLMForPreTraining(CCLMMatchingMixin, CCLMPreTrainedModel):
 
 __all__ = [
     "BATCH_KINDS",
+    "CCLMAnswerCandidates",
     "CCLMEncodedView",
+    "CCLMForImagesAndTextClassification",
+    "CCLMForQuestionAnswering",
+    "CCLMQuestionAnsweringOutput",
     "CCLMForImageTextRetrieval",
     "CCLMForPreTraining",
     "CCLMForPreTrainingOutput",

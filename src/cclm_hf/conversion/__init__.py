@@ -7,6 +7,8 @@ from .convert import (
     ConversionTarget,
     convert_original_checkpoint,
     convert_state_dict,
+    fit_state_dict,
+    init_task_model,
     load_original_state_dict,
     with_image_size,
 )
@@ -27,6 +29,8 @@ __all__ = [
     "convert_checkpoint_to_folder",
     "convert_original_checkpoint",
     "convert_state_dict",
+    "fit_state_dict",
+    "init_task_model",
     "load_original_state_dict",
     "resize_relative_position_bias_table",
     "sha256_of_file",

@@ -56,7 +56,7 @@ def config_from_original(
 
     Args:
         task_config: the task yaml (`image_res`, `text_num_hidden_layers`, `embed_dim`, `temp`, optionally
-            `num_labels`).
+            `num_labels` and the VQA decoder's `num_dec_layers`).
         vision_config: the Swin json (`image_res`, `window_size`, `embed_dim`, `depths`, `num_heads`, `vision_width`).
         text_config: XLM-R's `config.json`.
         num_labels: classification labels; defaults to the yaml's `num_labels` when present.
@@ -101,6 +101,8 @@ def config_from_original(
     labels = num_labels if num_labels is not None else task_config.get("num_labels")
     if labels is not None:
         kwargs["num_labels"] = labels
+    if "num_dec_layers" in task_config:  # the VQA answer decoder
+        kwargs["num_answer_decoder_layers"] = task_config["num_dec_layers"]
     return CCLMConfig(
         vision_config=swin,
         text_config=text,

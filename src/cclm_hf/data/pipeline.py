@@ -13,6 +13,7 @@ Each stream is configured by a dict with the keys of the recipe's YAML (`example
 | max_images     |        | 48      |               | images per region DataLoader batch                       |
 | max_regions    |        | 5       |               | region texts per image                                   |
 | translation_lm |        |         | false         | mask `<s> A </s> B </s>` instead (the original's use_tlm) |
+| id_key         | null   |         | null          | record field whose duplicates are positives, never negatives |
 
 Numbers are the original's defaults.
 """
@@ -36,7 +37,7 @@ from .transforms import eval_transform
 __all__ = ["STREAM_DEFAULTS", "build_pretraining_schedule"]
 
 STREAM_DEFAULTS: dict[str, dict[str, Any]] = {
-    "images": {"max_words": 40, "max_tokens": 40, "max_masks": 12, "image_root": None},
+    "images": {"max_words": 40, "max_tokens": 40, "max_masks": 12, "image_root": None, "id_key": None},
     "regions": {
         "max_words": 40,
         "max_tokens": 40,
@@ -45,7 +46,7 @@ STREAM_DEFAULTS: dict[str, dict[str, Any]] = {
         "max_images": 48,
         "max_regions": 5,
     },
-    "parallel_text": {"max_words": 64, "max_tokens": 64, "max_masks": 20, "translation_lm": False},
+    "parallel_text": {"max_words": 64, "max_tokens": 64, "max_masks": 20, "translation_lm": False, "id_key": None},
 }
 
 
@@ -112,6 +113,7 @@ def build_pretraining_schedule(
             languages=languages,
             max_words=options["max_words"],
             image_root=options["image_root"],
+            image_id_key=options["id_key"],
             **common,
         )
         collate = ImageCaptionCollator(tokenizer, **text_options(options), seed=seed, rank=rank)
@@ -133,7 +135,7 @@ def build_pretraining_schedule(
         sources["region_batches"] = loader(stream, options["max_images"], collate)
     if parallel_text is not None:
         reader, options = parallel_text[0], _options("parallel_text", parallel_text[1])
-        stream = ParallelTextStream(reader, max_words=options["max_words"], **common)
+        stream = ParallelTextStream(reader, max_words=options["max_words"], pair_id_key=options["id_key"], **common)
         collate = ParallelTextCollator(
             tokenizer, **text_options(options), translation_lm=options["translation_lm"], seed=seed, rank=rank
         )
