@@ -86,10 +86,13 @@ def demo_schedule(
 
 
 class TimeBudget(TrainerCallback):
-    """Stops training once `budget_s` seconds of training have passed; shows progress in seconds."""
+    """Stops training once `budget_s` seconds of training have passed, at the end of a schedule iteration (a
+    parallel-text step and an image step count as one: a budget never ends between them); shows progress in seconds.
+    """
 
-    def __init__(self, budget_s: float) -> None:
+    def __init__(self, budget_s: float, steps_per_iteration: int = 1) -> None:
         self.budget_s = budget_s
+        self.steps_per_iteration = steps_per_iteration
         self.start = None
         self.bar = None
 
@@ -102,7 +105,7 @@ class TimeBudget(TrainerCallback):
         self.bar.n = min(round(elapsed), self.bar.total)
         self.bar.set_postfix(step=state.global_step, refresh=False)
         self.bar.refresh()
-        if elapsed >= self.budget_s:
+        if elapsed >= self.budget_s and state.global_step % self.steps_per_iteration == 0:
             control.should_training_stop = True
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -203,7 +206,10 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         model=model,
         args=args,
         train_dataset=demo_schedule(config, tokenizer, model.config, pairs, parallel),
-        callbacks=[TimeBudget(config.budget_s), JsonLinesLogger(output_dir / "train_log.jsonl")],
+        callbacks=[
+            TimeBudget(config.budget_s, steps_per_iteration=2 if config.parallel_text else 1),
+            JsonLinesLogger(output_dir / "train_log.jsonl"),
+        ],
         new_parameter_patterns=("*",),  # everything starts from scratch
         new_parameter_lr_multiplier=config.new_parameter_lr_multiplier,
     )
