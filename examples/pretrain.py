@@ -21,27 +21,14 @@ import datasets
 import torch
 import yaml
 from accelerate import PartialState
-from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, TrainingArguments, set_seed
 
-from cclm_hf import CCLMConfig, CCLMForPreTraining, CCLMImageProcessor, CCLMProcessor, train_xlm_roberta_tokenizer
-from cclm_hf.data import (
-    BadSampleCounter,
-    HFDatasetReader,
-    ImageCaptionCollator,
-    ImageCaptionStream,
-    JsonlReader,
-    ParallelTextCollator,
-    ParallelTextStream,
-    RegionCollator,
-    RegionStream,
-)
-from cclm_hf.data.transforms import eval_transform
+from cclm_hf import CCLMConfig, CCLMForPreTraining, CCLMProcessor, train_xlm_roberta_tokenizer
+from cclm_hf.data import HFDatasetReader, JsonlReader
+from cclm_hf.data.pipeline import build_pretraining_schedule
 from cclm_hf.training import (
-    DEFAULT_NEW_PARAMETER_PATTERNS,
     CCLMPretrainingTrainer,
     JsonLinesLogger,
-    PretrainingSchedule,
     init_text_from_xlm_roberta,
     init_vision_from_swin,
     last_complete_checkpoint,
@@ -96,11 +83,12 @@ def build_tokenizer(config: dict[str, Any], output_dir: Path, state: PartialStat
 
 def build_model(config: dict[str, Any], tokenizer) -> CCLMForPreTraining:
     model_config = config["model"]
+    # a preset (e.g. cclm-base, cclm-tiny) and/or explicit fields, which override the preset's
+    fields = copy.deepcopy(model_config.get("config", {}))
+    fields["text_config"] = {**fields.get("text_config", {}), "vocab_size": len(tokenizer)}
     if "preset" in model_config:
-        cclm_config = CCLMConfig.from_preset(model_config["preset"])
+        cclm_config = CCLMConfig.from_preset(model_config["preset"], **fields)
     else:
-        fields = copy.deepcopy(model_config["config"])
-        fields.setdefault("text_config", {})["vocab_size"] = len(tokenizer)
         cclm_config = CCLMConfig(**fields)
     model = CCLMForPreTraining(cclm_config)
     if model_config.get("init_text_from"):
@@ -113,90 +101,28 @@ def build_model(config: dict[str, Any], tokenizer) -> CCLMForPreTraining:
 def build_schedule(config: dict[str, Any], model: CCLMForPreTraining, tokenizer, state: PartialState):
     data = config["data"]
     seed = config.get("seed", 42)
-    image_size = model.config.image_size
-    vision = model.config.vision_config
-    patch_stride = vision.patch_size * 2 ** (len(vision.depths) - 1)
-    common = {"skip_bad_samples": data.get("skip_bad_samples", False), "bad_samples": BadSampleCounter()}
-    transform = None if data.get("augment", True) else eval_transform(image_size)
+    shard = {"rank": state.process_index, "world_size": state.num_processes, "seed": seed}
 
     def reader(stream: dict[str, Any]) -> JsonlReader | HFDatasetReader:
-        shard = {"rank": state.process_index, "world_size": state.num_processes, "seed": seed}
         if "dataset" in stream:  # `datasets.load_dataset` arguments: Hub or local, streaming, webdataset shards
             return HFDatasetReader(datasets.load_dataset(**stream["dataset"]), **shard)
         return JsonlReader(resolve(data.get("root"), stream["files"]), repeat=True, **shard)
 
-    def loader(dataset, batch_size, collate_fn) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            collate_fn=collate_fn,
-            num_workers=data.get("num_workers", 0),
-            drop_last=True,
-        )
-
-    sources = {}
-    if "images" in data:
-        stream = data["images"]
-        dataset = ImageCaptionStream(
-            reader(stream),
-            image_size=image_size,
-            transform=transform,
-            languages=data.get("languages"),
-            max_words=stream.get("max_words", 40),
-            image_root=stream.get("image_root"),
-            **common,
-        )
-        collate = ImageCaptionCollator(
-            tokenizer,
-            max_tokens=stream.get("max_tokens", 40),
-            max_words=stream.get("max_words", 40),
-            max_masks=stream.get("max_masks", 12),
-            seed=seed,
-            rank=state.process_index,
-        )
-        sources["image_batches"] = loader(dataset, stream["batch_size"], collate)
-    if "regions" in data:
-        stream = data["regions"]
-        dataset = RegionStream(
-            reader(stream),
-            image_size=image_size,
-            patch_stride=patch_stride,
-            max_regions=stream.get("max_regions", 5),
-            languages=data.get("languages"),
-            max_words=stream.get("max_words", 40),
-            image_root=stream.get("image_root"),
-            augment=data.get("augment", True),
-            **common,
-        )
-        collate = RegionCollator(
-            tokenizer,
-            stream["batch_size"],
-            max_tokens=stream.get("max_tokens", 40),
-            max_words=stream.get("max_words", 40),
-            max_masks=stream.get("max_masks", 12),
-            seed=seed,
-            rank=state.process_index,
-        )
-        sources["region_batches"] = loader(dataset, stream.get("max_images", 48), collate)
-    if "parallel_text" in data:
-        stream = data["parallel_text"]
-        dataset = ParallelTextStream(reader(stream), max_words=stream.get("max_words", 64), **common)
-        collate = ParallelTextCollator(
-            tokenizer,
-            max_tokens=stream.get("max_tokens", 64),
-            max_words=stream.get("max_words", 64),
-            max_masks=stream.get("max_masks", 20),
-            translation_lm=stream.get("translation_lm", False),
-            seed=seed,
-            rank=state.process_index,
-        )
-        sources["parallel_batches"] = loader(dataset, stream["batch_size"], collate)
+    vision = model.config.vision_config
     schedule = config.get("schedule", {})
-    return PretrainingSchedule(
-        **sources,
+    return build_pretraining_schedule(
+        tokenizer,
+        image_size=model.config.image_size,
+        patch_stride=vision.patch_size * 2 ** (len(vision.depths) - 1),
+        **{name: (reader(data[name]), data[name]) for name in ("images", "regions", "parallel_text") if name in data},
+        languages=data.get("languages"),
+        augment=data.get("augment", True),
+        skip_bad_samples=data.get("skip_bad_samples", False),
+        num_workers=data.get("num_workers", 0),
         mode=schedule.get("mode", "alternating"),
         region_probability=schedule.get("region_probability", 0.5),
         seed=seed,
+        rank=state.process_index,
     )
 
 
@@ -245,8 +171,9 @@ def main() -> None:
     tokenizer = build_tokenizer(config, output_dir, state)
     set_seed(config.get("seed", 42))  # the same initial weights on every process and in every run
     model = build_model(config, tokenizer)
-    # from scratch every parameter is new; from XLM-R + Swin only the cross-attention, projections and heads are
-    default_new_parameters = DEFAULT_NEW_PARAMETER_PATTERNS if config["model"].get("init_text_from") else ["*"]
+    # from scratch every parameter is new; from XLM-R + Swin the model's own `new_parameters()` (cross-attention,
+    # projections, heads)
+    default_new_parameters = None if config["model"].get("init_text_from") else ["*"]
     trainer = CCLMPretrainingTrainer(
         model=model,
         args=training_args,
@@ -263,10 +190,7 @@ def main() -> None:
     final_dir = output_dir / "final"
     trainer.save_model(str(final_dir))
     if state.is_main_process:
-        image_processor = CCLMImageProcessor(
-            size={"height": model.config.image_size, "width": model.config.image_size}
-        )
-        CCLMProcessor(image_processor, tokenizer).save_pretrained(final_dir)
+        CCLMProcessor.from_tokenizer(tokenizer, model.config.image_size).save_pretrained(final_dir)
         logger.info("Saved the pre-trained model and processor to %s", final_dir)
 
 

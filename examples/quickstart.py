@@ -18,7 +18,6 @@ from transformers import AutoModel, AutoProcessor
 from cclm_hf import (
     CCLMConfig,
     CCLMForImageTextRetrieval,
-    CCLMImageProcessor,
     CCLMProcessor,
     train_xlm_roberta_tokenizer,
 )
@@ -47,20 +46,8 @@ def main() -> None:
     torch.manual_seed(0)
 
     tokenizer = train_xlm_roberta_tokenizer([q for qs in QUERIES.values() for q in qs] * 4, vocab_size=120)
-    config = CCLMConfig(
-        vision_config={"image_size": 64, "embed_dim": 32, "depths": [2, 2], "num_heads": [2, 4], "window_size": 4},
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": 64,
-            "num_hidden_layers": 4,
-            "num_fusion_layers": 2,
-            "num_attention_heads": 2,
-            "intermediate_size": 128,
-            "max_position_embeddings": 64,
-        },
-        projection_dim=32,
-    )
-    processor = CCLMProcessor(CCLMImageProcessor(size={"height": 64, "width": 64}), tokenizer)
+    config = CCLMConfig.from_preset("cclm-tiny", text_config={"vocab_size": len(tokenizer)})
+    processor = CCLMProcessor.from_tokenizer(tokenizer, config.image_size)
     CCLMForImageTextRetrieval(config).save_pretrained(args.output_dir)
     processor.save_pretrained(args.output_dir)
 

@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 import yaml
+from huggingface_hub import ModelCard
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSequenceClassification, AutoProcessor
 
@@ -231,7 +232,7 @@ def test_cli_writes_a_processor_that_auto_processor_loads(tmp_path, parity_dir, 
     assert processor.tokenizer.get_vocab() == tiny_tokenizer.get_vocab()
     model = AutoModelForSequenceClassification.from_pretrained(out_dir)
     assert model.config.num_labels == 3
-    card = (out_dir / "README.md").read_text()
-    assert card.startswith("---\nlibrary_name: transformers")
-    assert "# CCLM (CCLMForSequenceClassification)" in card and "`checkpoint.safetensors`" in card
-    assert "newly initialised: ['classifier.dense_in.weight'" in card
+    card = ModelCard((out_dir / "README.md").read_text())
+    assert card.data.library_name == "transformers" and card.data.license == "bsd-3-clause"
+    assert "# CCLM (CCLMForSequenceClassification)" in card.text and "`checkpoint.safetensors`" in card.text
+    assert "newly initialised (not in the checkpoint; train before use): `classifier.dense_in.weight`" in card.text

@@ -1,6 +1,7 @@
 """Converted models reproduce the tensors the ORIGINAL CCLM code produced (`$CCLM_PARITY_DIR/<fixture>/`).
 
-Each fixture holds the original state dict, inputs and outputs. Every key of `outputs.safetensors` is compared:
+Each fixture holds the original state dict, inputs and outputs (retrieval, classification, retrieval_resize, pretrain,
+nlvr, vqa; shapes and counts are read from the fixture's own files). Every key of `outputs.safetensors` is compared:
 floats with atol 1e-5 / rtol 1e-4, integers exactly. The models are checked right after conversion and after a
 `save_pretrained` / Auto-class round trip, with eager and SDPA attention.
 """
@@ -12,9 +13,16 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModel, AutoModelForSequenceClassification
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoModelForVisualQuestionAnswering
 
-from cclm_hf import CCLMForImageTextRetrieval, CCLMForPreTraining, CCLMForSequenceClassification
+from cclm_hf import (
+    CCLMAnswerCandidates,
+    CCLMForImagesAndTextClassification,
+    CCLMForImageTextRetrieval,
+    CCLMForPreTraining,
+    CCLMForQuestionAnswering,
+    CCLMForSequenceClassification,
+)
 from cclm_hf.conversion import (
     config_from_original,
     convert_original_checkpoint,
@@ -359,4 +367,104 @@ def test_pretraining_parity(parity_dir, tmp_path, attn_implementation, reloaded)
     assert model.mlm_head.decoder.weight is model.cclm.get_input_embeddings().weight
     with torch.no_grad():
         produced = pretraining_outputs(model, inputs, expected)
+    assert_all_outputs_match(expected, produced)
+
+
+def nlvr_outputs(model, inputs) -> dict[str, torch.Tensor]:
+    """The `nlvr` fixture's image rows are [left images of the B pairs; right images]; ours are [B, 2, ...]."""
+    images = inputs["image"]
+    batch_size = images.shape[0] // 2
+    pixel_values = torch.stack([images[:batch_size], images[batch_size:]], dim=1)
+    image_tokens = model.cclm.get_image_features(images).last_hidden_state
+    text_states = model.cclm.get_text_features(inputs["text_ids"], inputs["text_atts"]).last_hidden_state
+    views = [image_tokens[:batch_size], image_tokens[batch_size:]]
+    out = model(inputs["text_ids"], pixel_values, inputs["text_atts"], labels=inputs["targets"])
+    return {
+        "image_embeds": image_tokens,
+        "text_embeds": text_states,
+        "cross_embeds": model.cclm.fuse_views(text_states, inputs["text_atts"], views).last_hidden_state,
+        "logits": out.logits,
+        "loss": out.loss,
+    }
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize("reloaded", [False, True], ids=["converted", "reloaded"])
+def test_nlvr_parity(parity_dir, tmp_path, attn_implementation, reloaded):
+    config, state_dict, inputs, expected = load_fixture(parity_dir, "nlvr")
+    config._attn_implementation = attn_implementation
+    model, report = convert_original_checkpoint(state_dict, config, head="nlvr")
+    assert model.config.images_per_text == 2
+    # the original NLVR model has no contrastive projections; ours keeps them unused
+    assert {key.split(".")[1] for key in report.newly_initialized} == {
+        "temperature",
+        "vision_projection",
+        "text_projection",
+    }
+    if reloaded:
+        model = reload(model, tmp_path, CCLMForImagesAndTextClassification, attn_implementation)
+    layers = model.cclm.fusion_model.layers
+    assert layers[1].crossattention.self.key.weight is layers[0].crossattention.self.key.weight
+    assert model.config.text_config._attn_implementation == attn_implementation
+    with torch.no_grad():
+        produced = nlvr_outputs(model, inputs)
+    assert_all_outputs_match(expected, produced)
+
+
+def vqa_outputs(model: CCLMForQuestionAnswering, inputs) -> dict[str, torch.Tensor]:
+    question_ids, question_mask = inputs["question_ids"], inputs["question_atts"]
+    answer_ids, answer_mask = inputs["answer_list_ids"], inputs["answer_list_atts"]
+    question_states = model.encode_question(question_ids, inputs["image"], question_mask)[0]
+    num_questions, num_answers = question_ids.shape[0], answer_ids.shape[0]
+    start = answer_ids[:1, :1].expand(num_questions, 1)
+    start_logits = model.decode_answers(question_states, question_mask, start)[0][:, 0]
+    # every (question, answer) pair, teacher-forced
+    question_index = torch.arange(num_questions).repeat_interleave(num_answers)
+    pair_ids, pair_mask = answer_ids.repeat(num_questions, 1), answer_mask.repeat(num_questions, 1)
+    logits = model.decode_answers(question_states[question_index], question_mask[question_index], pair_ids, pair_mask)[
+        0
+    ]
+    nll = CCLMForQuestionAnswering.answer_nll(logits, pair_ids, pair_mask)
+    candidates = CCLMAnswerCandidates([str(i) for i in range(num_answers)], answer_ids, answer_mask)
+    topk_ids, topk_probs = model.rank_answers(
+        question_ids, inputs["image"], question_mask, candidates, k=int(inputs["k_test"])
+    )
+    train = model(
+        question_ids,
+        inputs["image"],
+        question_mask,
+        answer_input_ids=inputs["train_answer_ids"],
+        answer_attention_mask=inputs["train_answer_atts"],
+        answer_weights=inputs["train_weights"],
+        answers_per_question=inputs["train_k"],
+    )
+    return {
+        "image_embeds": model.cclm.get_image_features(inputs["image"]).last_hidden_state,
+        "question_states": question_states,
+        "start_logits": start_logits,
+        "answer_nll_all": nll.view(num_questions, num_answers),
+        "answer_decoder_logits_all": logits.view(num_questions, num_answers, *logits.shape[1:]),
+        "topk_ids": topk_ids,
+        "topk_probs": topk_probs,
+        "loss_train": train.loss,
+    }
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize("reloaded", [False, True], ids=["converted", "reloaded"])
+def test_vqa_parity(parity_dir, tmp_path, attn_implementation, reloaded):
+    config, state_dict, inputs, expected = load_fixture(parity_dir, "vqa")
+    config._attn_implementation = attn_implementation
+    model, report = convert_original_checkpoint(state_dict, config, head="vqa")
+    assert sorted(report.dropped_tied) == [
+        "text_decoder.cls.predictions.decoder.bias",
+        "text_decoder.cls.predictions.decoder.weight",
+    ]
+    if reloaded:
+        model = reload(model, tmp_path, AutoModelForVisualQuestionAnswering, attn_implementation)
+        assert isinstance(model, CCLMForQuestionAnswering)
+    assert model.answer_head.decoder.weight is model.answer_embeddings.word_embeddings.weight
+    assert model.answer_decoder.config._attn_implementation == attn_implementation
+    with torch.no_grad():
+        produced = vqa_outputs(model, inputs)
     assert_all_outputs_match(expected, produced)

@@ -1,34 +1,61 @@
-"""The `cclm-hf` command line: thin wrappers that parse arguments and call the library."""
+"""The `cclm-hf` command line: each subcommand is one `_add_<name>_parser` (arguments, help, examples; listed in
+`SUBCOMMANDS`) that sets `func`, a thin function calling the library. `main` turns bad input (`CCLMUserError`, missing or unreadable files)
+into one line on stderr and exit status 1; bad arguments exit with status 2, also in one line.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from . import __version__
 from .configuration_cclm import CCLM_PRESETS, CCLMConfig
-from .conversion import CONVERSION_TARGETS, config_from_original_files, convert_original_checkpoint, with_image_size
-from .model_card import write_model_card
+from .conversion import CONVERSION_TARGETS, config_from_original_files, convert_checkpoint_to_folder, with_image_size
+from .errors import CCLMUserError
 
 
-_CONVERT_EPILOG = """\
+def _command_parser(
+    subparsers: argparse._SubParsersAction, name: str, help: str, description: str, examples: str, notes: str = ""
+) -> argparse.ArgumentParser:
+    """A subcommand whose --help ends with `notes` and `examples` (one command per line), laid out as written."""
+    return subparsers.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=f"{notes}examples:\n{examples}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+_CONVERT_NOTES = """\
 architectures (--preset):
   cclm-base       Swin-B 224 px / window 7 + 12-layer XLM-R-large-width stack (6 fusion layers): the CCLM-3M/4M
                   pre-training checkpoints
   cclm-base-384   the same at 384 px / window 12, the resolution of every original fine-tuning config
+  cclm-tiny       the tiny demo architecture (64 px, 64-wide text stack; not a released checkpoint)
 
 heads (--head):
   base            CCLMModel: encoders, projections, temperature (AutoModel)
   retrieval       CCLMForImageTextRetrieval: + ITM head (from pre-training or retrieval checkpoints)
   classification  CCLMForSequenceClassification: + MLP classifier (XVNLI checkpoints; from a pre-training
                   checkpoint the classifier is newly initialised)
+  nlvr            CCLMForImagesAndTextClassification: two images per statement (NLVR2 / MaRVL checkpoints with
+                  their 18-layer paired stack, or NLVR domain pre-training; from a pre-training checkpoint each
+                  fusion layer is duplicated into its left/right pair and the classifier is new)
+  vqa             CCLMForQuestionAnswering: + causal answer decoder (xGQA / VQA checkpoints with text_decoder.*;
+                  from a pre-training checkpoint the decoder is a copy of the fusion layers, embeddings and MLM
+                  head; the depth comes from the yaml's num_dec_layers, 6 by default)
+  pretraining     CCLMForPreTraining: + ITM, box and MLM heads (pre-training checkpoints)
 
 --image-size N resizes every Swin relative-position bias table with the original's geometric-progression bicubic
 scheme (e.g. a 224 px pre-training checkpoint -> 384 px, window 12, as the original fine-tuning scripts load it).
 
-examples:
+"""
+_CONVERT_EXAMPLES = """\
   cclm-hf convert cclm_4m_epoch_29.th out/cclm-4m --preset cclm-base --head retrieval --tokenizer xlm-roberta-large
   cclm-hf convert cclm_4m_epoch_29.th out/cclm-4m-384 --preset cclm-base --image-size 384 --head classification \\
       --num-labels 3
@@ -38,13 +65,14 @@ examples:
 
 
 def _add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = _command_parser(
+        subparsers,
         "convert",
         help="convert an original CCLM checkpoint into a transformers model folder",
         description="Convert an original CCLM checkpoint ({'model': state_dict, ...} .th/.pth file, bare state dict, "
-        "or .safetensors) into a save_pretrained folder (safetensors).",
-        epilog=_CONVERT_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "or .safetensors) into a save_pretrained folder (safetensors) with conversion.json and a model card.",
+        examples=_CONVERT_EXAMPLES,
+        notes=_CONVERT_NOTES,
     )
     parser.add_argument("checkpoint", help="original checkpoint file")
     parser.add_argument("output_dir", help="folder to write the model (and processor) to")
@@ -64,49 +92,43 @@ def _add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
 def _run_convert(args: argparse.Namespace) -> None:
     if args.preset:
         if args.vision_config or args.text_config:
-            raise SystemExit("--vision-config/--text-config go with --original-config, not --preset")
+            raise CCLMUserError("--vision-config/--text-config go with --original-config, not --preset")
         overrides = {"num_labels": args.num_labels} if args.num_labels else {}
         config = CCLMConfig.from_preset(args.preset, **overrides)
+        architecture = f"preset `{args.preset}`"
     else:
         config = config_from_original_files(
             args.original_config, args.vision_config, args.text_config, args.num_labels
         )
+        architecture = f"from the original config `{Path(args.original_config).name}`"
     if args.image_size or args.window_size:
         config = with_image_size(config, args.image_size or config.image_size, args.window_size)
-
-    model, report = convert_original_checkpoint(args.checkpoint, config, head=args.head)
-    model.save_pretrained(args.output_dir)
-    provenance = (
-        f"Converted with `cclm-hf convert` from the original CCLM checkpoint `{Path(args.checkpoint).name}` "
-        f"(target head `{args.head}`; {len(report.resized)} relative position bias tables resized to window "
-        f"{config.vision_config.window_size}; newly initialised: {report.newly_initialized or 'nothing'}). "
-        "The conversion is checked against tensors produced by the original implementation."
-    )
-    write_model_card(model, args.output_dir, provenance)
-    logging.getLogger(__name__).info(
-        "wrote %s to %s (%d tables resized, %d parameters newly initialised)",
-        type(model).__name__,
+        architecture += f" at {config.image_size} px, window {config.vision_config.window_size}"
+    convert_checkpoint_to_folder(
+        args.checkpoint,
         args.output_dir,
-        len(report.resized),
-        len(report.newly_initialized),
+        config,
+        args.head,
+        architecture=architecture,
+        tokenizer=args.tokenizer,
+        command=args.command_line,
     )
-    if args.tokenizer:
-        from transformers import AutoTokenizer
-
-        from .image_processing_cclm import CCLMImageProcessor
-        from .processing_cclm import CCLMProcessor
-
-        image_processor = CCLMImageProcessor(size={"height": config.image_size, "width": config.image_size})
-        CCLMProcessor(image_processor, AutoTokenizer.from_pretrained(args.tokenizer)).save_pretrained(args.output_dir)
+    print(f"wrote {args.output_dir}: model, conversion.json, README.md" + (", processor" if args.tokenizer else ""))
 
 
 def _add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = _command_parser(
+        subparsers,
         "demo",
         help='pre-train a tiny CCLM on "multilingual shapes" and measure cross-lingual retrieval',
         description="Generate the multilingual shapes data, pre-train a tiny CCLM under a time budget on English "
         "captions + parallel sentences, then report text->image / image->text recall per language (en, de, fr, es, "
         "zh). Writes metrics.json, metrics.md, loss_curve.png, recall_per_language.png and a model folder.",
+        examples="""\
+  cclm-hf demo                                   # 6 minutes of pre-training on 2 CPU cores, outputs/demo
+  cclm-hf demo --budget-s 60 --output-dir outputs/demo-1min
+  cclm-hf demo --no-parallel-text --output-dir outputs/ablation
+""",
     )
     parser.add_argument("--output-dir", default="outputs/demo")
     parser.add_argument("--budget-s", type=float, default=360.0, help="seconds of pre-training (default 360)")
@@ -134,22 +156,164 @@ def _run_demo(args: argparse.Namespace) -> None:
     print(f"artefacts in {args.output_dir}: metrics.json, metrics.md, loss_curve.png, recall_per_language.png, model/")
 
 
+def _add_push_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = _command_parser(
+        subparsers,
+        "push",
+        help="upload a model folder (model, processor, card, metrics) to the Hugging Face Hub in one commit",
+        description="Create the Hub repository if needed and upload every file of FOLDER (except hidden files and "
+        "Trainer checkpoint-* folders) in one commit. The folder's README.md card is checked first (cclm-hf card "
+        "writes one). Needs a token: `hf auth login` or HF_TOKEN.",
+        examples="""\
+  cclm-hf push out/cclm-4m my-user/cclm-4m
+  cclm-hf push out/cclm-4m-xvnli my-org/cclm-4m-xvnli --private --revision v1 --commit-message "XVNLI, seed 0"
+""",
+    )
+    parser.add_argument("folder", help="a saved model folder with a README.md card")
+    parser.add_argument("repo_id", help="the Hub repository, user/name or org/name")
+    parser.add_argument("--private", action="store_true", help="create the repository private")
+    parser.add_argument("--revision", help="branch to commit to (created from main if missing)")
+    parser.add_argument("--commit-message", help='default: "Upload <model class> with cclm-hf <version>"')
+    parser.set_defaults(func=_run_push)
+
+
+def _run_push(args: argparse.Namespace) -> None:
+    from .hub import push_folder
+
+    commit = push_folder(
+        args.folder,
+        args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        commit_message=args.commit_message,
+    )
+    print(f"uploaded {args.folder} to {args.repo_id}: {commit.commit_url}")
+
+
+def _add_card_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = _command_parser(
+        subparsers,
+        "card",
+        help="(re)write or check the model card (README.md) of a model folder",
+        description="Write FOLDER/README.md from the folder's config.json and, when present, conversion.json "
+        "(written by cclm-hf convert: source file hash, command, parity evidence), metrics.json (written by the "
+        "benchmark recipes: model-index eval results and the paper's numbers beside ours) and training_args.json. "
+        "The 'How this model was produced' section of an existing card is kept. Every card is checked offline "
+        "(front matter, license, languages, model-index) before it is written.",
+        examples="""\
+  cclm-hf card out/cclm-4m
+  cclm-hf card out/cclm-4m-xvnli --license bsd-3-clause --repo-id my-org/cclm-4m-xvnli
+  cclm-hf card out/cclm-4m-xvnli --check        # only check the README.md that is there
+""",
+    )
+    parser.add_argument("folder", help="a saved model folder")
+    parser.add_argument("--license", help="Hub license id (default: bsd-3-clause for converted checkpoints)")
+    parser.add_argument("--repo-id", help="the name the usage snippet loads the model by (default: folder name)")
+    parser.add_argument("--model-name", help="the model's name in model-index (default: the repo name)")
+    parser.add_argument("--check", action="store_true", help="check FOLDER/README.md without rewriting it")
+    parser.set_defaults(func=_run_card)
+
+
+def _run_card(args: argparse.Namespace) -> None:
+    from .model_card import validate_model_card, write_folder_card
+
+    if args.check:
+        card = Path(args.folder) / "README.md"
+        if not card.is_file():
+            raise CCLMUserError(f"{card}: no model card to check")
+        validate_model_card(card.read_text(encoding="utf-8"), source=str(card))
+        print(f"{card}: valid")
+        return
+    path = write_folder_card(args.folder, license=args.license, repo=args.repo_id, model_name=args.model_name)
+    print(f"wrote {path}")
+
+
+def _add_export_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = _command_parser(
+        subparsers,
+        "export",
+        help="export a model folder for serving (onnx)",
+        description="Export a model folder for serving; one sub-command per format.",
+        examples="  cclm-hf export onnx out/cclm-4m out/cclm-4m-onnx\n",
+    )
+    formats = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    onnx = _command_parser(
+        formats,
+        "onnx",
+        help="image encoder, text encoder and ITM scorer as ONNX graphs",
+        description="Export image_encoder.onnx (pixel_values -> normalized image_embeds, image_tokens), "
+        "text_encoder.onnx (input_ids, attention_mask -> normalized text_embeds, text_states) and, for models "
+        "with the matching head, itm_scorer.onnx (image_tokens, text_states, text_attention_mask -> itm_logits), "
+        "with dynamic batch and text-length axes, plus the processor and onnx_export.json. Each graph is checked "
+        "with onnxruntime against PyTorch (max abs difference printed). Needs pip install 'cclm-hf[onnx]'.",
+        examples="""\
+  cclm-hf export onnx out/cclm-4m out/cclm-4m-onnx
+  cclm-hf export onnx outputs/demo/model outputs/demo/onnx --opset 18
+""",
+    )
+    onnx.add_argument("folder", help="a saved CCLMModel, retrieval or pre-training folder")
+    onnx.add_argument("output_dir", help="folder to write the graphs to")
+    onnx.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    onnx.add_argument("--no-verify", dest="verify", action="store_false", help="skip the onnxruntime check")
+    onnx.set_defaults(func=_run_export_onnx)
+
+
+def _run_export_onnx(args: argparse.Namespace) -> None:
+    from .onnx_export import export_onnx
+
+    export = export_onnx(args.folder, args.output_dir, opset=args.opset, verify=args.verify)
+    for graph in export.graphs.values():
+        check = (
+            "" if graph.max_abs_diff is None else f" (onnxruntime vs PyTorch: max abs diff {graph.max_abs_diff:.2e})"
+        )
+        print(f"{Path(args.output_dir) / graph.file}: {', '.join(graph.inputs)} -> {', '.join(graph.outputs)}{check}")
+
+
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_convert_parser,
+    _add_demo_parser,
+    _add_push_parser,
+    _add_card_parser,
+    _add_export_parser,
+)
+
+
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """Bad arguments end in one line naming the command and the problem (argparse prints the usage too)."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cclm-hf", description="CCLM for the Hugging Face ecosystem")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    _add_convert_parser(subparsers)
-    _add_demo_parser(subparsers)
+    parser = _OneLineErrorParser(
+        prog="cclm-hf",
+        description="CCLM for the Hugging Face ecosystem",
+        epilog="run cclm-hf COMMAND --help for the options and examples of each command",
+    )
+    parser.add_argument("--version", action="version", version=f"cclm-hf {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and tracebacks on errors")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_parser in SUBCOMMANDS:
+        add_parser(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["cclm-hf", *argv])
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity(logging.DEBUG if args.verbose else logging.INFO)
-    args.func(args)
+    try:
+        args.func(args)
+    except (CCLMUserError, OSError) as error:  # bad input: files, folders, arguments, the Hub's answer
+        if args.verbose:
+            raise
+        print(f"cclm-hf {args.command}: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -81,7 +81,14 @@ class CCLMConfig(PreTrainedConfig):
         temperature_init_value (`float`, *optional*, defaults to 0.07):
             Initial value of the learnable contrastive temperature (logits = cosine / temperature).
         tie_word_embeddings (`bool`, *optional*, defaults to `True`):
-            Tie the masked-LM decoder of [`CCLMForPreTraining`] to the word embeddings, as the original does.
+            Tie the masked-LM decoder of [`CCLMForPreTraining`] to the word embeddings, as the original does (and
+            the answer decoder's LM head of [`CCLMForQuestionAnswering`] to its own word embeddings).
+        images_per_text (`int`, *optional*, defaults to 1):
+            Images each text is fused with. 2 for NLVR2 / MaRVL ([`CCLMForImagesAndTextClassification`]): every
+            fusion layer becomes a pair of layers, the first attending to the left image and the second to the
+            right one, sharing their cross-attention key/value projections (the original's 18-layer stack).
+        num_answer_decoder_layers (`int`, *optional*, defaults to 6):
+            Depth of the causal answer decoder of [`CCLMForQuestionAnswering`] (the original's `num_dec_layers`).
 
     Example:
 
@@ -101,6 +108,8 @@ class CCLMConfig(PreTrainedConfig):
     temperature_init_value: float = 0.07
     initializer_range: float = 0.02
     tie_word_embeddings: bool = True
+    images_per_text: int = 1
+    num_answer_decoder_layers: int = 6
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -119,6 +128,10 @@ class CCLMConfig(PreTrainedConfig):
                 f"text_config.cross_attention_hidden_size={self.text_config.cross_attention_hidden_size} must equal "
                 f"the vision width {vision_width} (embed_dim * 2**(stages-1)): the fusion layers attend to image tokens"
             )
+        if self.images_per_text < 1:
+            raise ValueError(f"images_per_text={self.images_per_text} must be at least 1")
+        if self.num_answer_decoder_layers < 1:
+            raise ValueError(f"num_answer_decoder_layers={self.num_answer_decoder_layers} must be at least 1")
         last_stage = self.image_size // (self.vision_config.patch_size * 2 ** (len(self.vision_config.depths) - 1))
         if last_stage < self.vision_config.window_size:
             raise ValueError(
@@ -139,11 +152,19 @@ class CCLMConfig(PreTrainedConfig):
 
     @classmethod
     def from_preset(cls, name: str, **kwargs: Any) -> CCLMConfig:
-        """Build the configuration of a released architecture; `kwargs` override top-level fields."""
+        """Build the configuration of a named architecture.
+
+        `kwargs` override top-level fields; a dict given for `vision_config` or `text_config` updates the preset's
+        sub-config field by field (e.g. `text_config={"vocab_size": len(tokenizer)}`).
+        """
         if name not in CCLM_PRESETS:
             raise ValueError(f"Unknown CCLM preset {name!r}; choose one of {sorted(CCLM_PRESETS)}")
         preset = copy.deepcopy(CCLM_PRESETS[name])
-        preset.update(kwargs)
+        for key, value in kwargs.items():
+            if key in cls.sub_configs_defaults and isinstance(value, dict):
+                preset[key] = {**preset.get(key, {}), **value}
+            else:
+                preset[key] = value
         return cls(**preset)
 
 
@@ -165,6 +186,30 @@ CCLM_PRESETS: dict[str, dict[str, Any]] = {
     "cclm-base": {"vision_config": _swin_base(224, 7), "text_config": {}},
     # The resolution every CCLM fine-tuning config uses (Swin-B 384, window 12).
     "cclm-base-384": {"vision_config": _swin_base(384, 12), "text_config": {}},
+    # A tiny model for the built-in demo, the tiny pre-training recipe and smoke tests on a CPU: Swin 64 px with two
+    # stages of width 32 / 64, a 64-wide text stack of 4 text + 2 fusion layers, no dropout. Set
+    # `text_config={"vocab_size": ...}` to the tokenizer's size.
+    "cclm-tiny": {
+        "vision_config": {
+            "image_size": 64,
+            "embed_dim": 32,
+            "depths": [2, 2],
+            "num_heads": [2, 4],
+            "window_size": 8,
+            "drop_path_rate": 0.0,
+        },
+        "text_config": {
+            "hidden_size": 64,
+            "num_hidden_layers": 6,
+            "num_fusion_layers": 2,
+            "num_attention_heads": 2,
+            "intermediate_size": 256,
+            "max_position_embeddings": 64,
+            "hidden_dropout_prob": 0.0,
+            "attention_probs_dropout_prob": 0.0,
+        },
+        "projection_dim": 64,
+    },
 }
 
 

@@ -10,6 +10,8 @@ from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, Unpa
 from transformers.tokenization_utils_base import PreTokenizedInput, TextInput
 from transformers.utils import logging
 
+from .image_processing_cclm import CCLMImageProcessor
+
 
 logger = logging.get_logger(__name__)
 
@@ -197,6 +199,12 @@ class CCLMProcessor(ProcessorMixin):
         if isinstance(text, (list, tuple)) and all(isinstance(t, str) for t in text):
             return [pre_caption(t, max_words) for t in text]
         raise ValueError("Caption cleaning needs `text` to be a string or a list of strings, not pre-tokenized input.")
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, image_size: int, **kwargs) -> CCLMProcessor:
+        """A processor with the default (torchvision) [`CCLMImageProcessor`] resizing to `image_size` x `image_size`,
+        the model's input size, and `tokenizer`; `kwargs` go to `__init__` (`clean_captions`, `max_words`)."""
+        return cls(CCLMImageProcessor(size={"height": image_size, "width": image_size}), tokenizer, **kwargs)
 
     @property
     def unused_input_names(self) -> list[str]:

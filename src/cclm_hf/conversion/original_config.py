@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from ..configuration_cclm import CCLMConfig
+from ..errors import CCLMUserError
 
 
 # The original hard-codes these Swin hyper-parameters in `build_vision_encoder`.
@@ -35,9 +36,13 @@ _TEXT_FIELDS = (
 )
 
 
+class OriginalConfigError(CCLMUserError, ValueError):
+    """An original configuration file is unreadable or lacks what the conversion needs; the message names it."""
+
+
 def _require(mapping: dict[str, Any], key: str, where: str) -> Any:
     if key not in mapping:
-        raise ValueError(f"{where}: missing field {key!r}")
+        raise OriginalConfigError(f"{where}: missing field {key!r}")
     return mapping[key]
 
 
@@ -51,25 +56,25 @@ def config_from_original(
 
     Args:
         task_config: the task yaml (`image_res`, `text_num_hidden_layers`, `embed_dim`, `temp`, optionally
-            `num_labels`).
+            `num_labels` and the VQA decoder's `num_dec_layers`).
         vision_config: the Swin json (`image_res`, `window_size`, `embed_dim`, `depths`, `num_heads`, `vision_width`).
         text_config: XLM-R's `config.json`.
         num_labels: classification labels; defaults to the yaml's `num_labels` when present.
     """
     if task_config.get("use_clip_vit") or not task_config.get("use_swin", True):
-        raise ValueError(
+        raise OriginalConfigError(
             "Only the Swin vision encoder of CCLM-3M/4M is supported (use_swin: True, use_clip_vit: False)"
         )
     image_size = _require(vision_config, "image_res", "vision config")
     if "image_res" in task_config and task_config["image_res"] != image_size:
-        raise ValueError(
+        raise OriginalConfigError(
             f"task config image_res={task_config['image_res']} differs from the vision config's image_res={image_size}"
         )
     depths = list(_require(vision_config, "depths", "vision config"))
     embed_dim = _require(vision_config, "embed_dim", "vision config")
     vision_width = embed_dim * 2 ** (len(depths) - 1)
     if vision_config.get("vision_width", vision_width) != vision_width:
-        raise ValueError(
+        raise OriginalConfigError(
             f"vision config vision_width={vision_config['vision_width']} but embed_dim={embed_dim} with "
             f"{len(depths)} stages gives {vision_width}"
         )
@@ -96,6 +101,8 @@ def config_from_original(
     labels = num_labels if num_labels is not None else task_config.get("num_labels")
     if labels is not None:
         kwargs["num_labels"] = labels
+    if "num_dec_layers" in task_config:  # the VQA answer decoder
+        kwargs["num_answer_decoder_layers"] = task_config["num_dec_layers"]
     return CCLMConfig(
         vision_config=swin,
         text_config=text,
@@ -107,9 +114,12 @@ def config_from_original(
 
 def _read_structured(path: Path) -> dict[str, Any]:
     with open(path, encoding="utf-8") as handle:
-        data = yaml.safe_load(handle) if path.suffix in (".yaml", ".yml") else json.load(handle)
+        try:
+            data = yaml.safe_load(handle) if path.suffix in (".yaml", ".yml") else json.load(handle)
+        except (yaml.YAMLError, ValueError) as error:
+            raise OriginalConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'json'} ({error})") from error
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        raise OriginalConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
 
 

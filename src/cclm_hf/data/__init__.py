@@ -9,4 +9,10 @@ from .pretraining import (  # noqa: F401
     PretrainingStream,
     RegionStream,
 )
-from .readers import HFDatasetReader, JsonlReader, RecordReader, flatten_webdataset_sample  # noqa: F401
+from .readers import (  # noqa: F401
+    HFDatasetReader,
+    InMemoryReader,
+    JsonlReader,
+    RecordReader,
+    flatten_webdataset_sample,
+)

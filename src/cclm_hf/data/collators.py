@@ -117,10 +117,18 @@ class _TextCollator:
         batch.update(self.masker(batch["input_ids"], batch["attention_mask"], generator=self.generator))
         return batch
 
+    @staticmethod
+    def ids(samples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        """`{"image_ids": [B]}` when the samples carry ids (see the streams' `image_id_key` / `pair_id_key`)."""
+        if not samples or "image_id" not in samples[0]:
+            return {}
+        return {"image_ids": torch.tensor([sample["image_id"] for sample in samples], dtype=torch.long)}
+
 
 class ImageCaptionCollator(_TextCollator):
     """Batch of [`ImageCaptionStream`] samples -> `pixel_values`, `input_ids`, `attention_mask`, `masked_input_ids`,
-    `masked_positions`, `masked_labels` (+ `input_ids_2`, `attention_mask_2` when the samples have `text_2`).
+    `masked_positions`, `masked_labels` (+ `input_ids_2`, `attention_mask_2` when the samples have `text_2`, and
+    `image_ids` when they have ids).
 
     Args: see `_TextCollator`; defaults are the original's caption settings.
     """
@@ -136,6 +144,7 @@ class ImageCaptionCollator(_TextCollator):
         if all("text_2" in sample for sample in samples):
             second = self.tokenize([sample["text_2"] for sample in samples])
             batch["input_ids_2"], batch["attention_mask_2"] = second["input_ids"], second["attention_mask"]
+        batch.update(self.ids(samples))
         return batch
 
 
@@ -273,4 +282,5 @@ class ParallelTextCollator(_TextCollator):
             masked = self.masker(joint["input_ids"], joint["attention_mask"], generator=self.generator)
             batch.update(masked, masked_attention_mask=joint["attention_mask"])
         batch["input_ids_2"], batch["attention_mask_2"] = second["input_ids"], second["attention_mask"]
+        batch.update(self.ids(samples))
         return batch

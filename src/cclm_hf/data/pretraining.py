@@ -55,6 +55,7 @@ seeds per worker (pass it a seeded `generator` for reproducible augmentations). 
 from __future__ import annotations
 
 import collections
+import hashlib
 import logging
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -211,6 +212,17 @@ def clean_text(text: str, max_words: int, source: str, what: str = "caption") ->
         raise bad_sample(source, f"{what} is empty after cleaning (raw: {text[:80]!r})", "empty_text") from error
 
 
+def record_id(record: Mapping[str, Any], key: str, source: str) -> int:
+    """A record's id field as a 63-bit integer, the same on every process (strings are hashed with BLAKE2b, so
+    ids from different shards and workers can be compared after the contrastive losses gather them)."""
+    value = record.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise bad_sample(source, f"id field {key!r} must be an integer or a string, got {value!r}", MALFORMED_RECORD)
+    if isinstance(value, int):
+        return value
+    return int.from_bytes(hashlib.blake2b(value.encode("utf-8"), digest_size=8).digest(), "little") >> 1
+
+
 def _image_field(record: Mapping[str, Any], image_key: str | None, source: str) -> Any:
     keys = (image_key,) if image_key else IMAGE_KEYS
     for key in keys:
@@ -330,6 +342,10 @@ class ImageCaptionStream(_CaptionOptions, PretrainingStream):
         sample_2_captions: Also draw a second caption in a different language (both shipped configs: off).
         image_key, caption_key: Record fields (default image field: `"binary"`, else `"image"`).
         image_root, image_is_path: Passed to [`~cclm_hf.data.images.load_image`] (`root`, `is_path`).
+        image_id_key: Optional record field identifying the image (several captions of one image, e.g. COCO and
+            Visual Genome in the original 4M data); samples then carry `"image_id"` and the collator `image_ids`,
+            so that in-batch duplicates are positives of each other in ITC and never hard negatives for ITM. A
+            record without the field is a bad sample. Off by default, as in the original.
         skip_bad_samples, seed, bad_samples: See [`PretrainingStream`].
     """
 
@@ -349,6 +365,7 @@ class ImageCaptionStream(_CaptionOptions, PretrainingStream):
         caption_key: str = "caption",
         image_root: str | None = None,
         image_is_path: bool | None = None,
+        image_id_key: str | None = None,
         skip_bad_samples: bool = True,
         seed: int | None = None,
         bad_samples: BadSampleCounter | None = None,
@@ -359,6 +376,7 @@ class ImageCaptionStream(_CaptionOptions, PretrainingStream):
         self.sample_2_captions = sample_2_captions
         self.image_key, self.caption_key = image_key, caption_key
         self.image_root, self.image_is_path = image_root, image_is_path
+        self.image_id_key = image_id_key
 
     def make_sample(self, record: dict[str, Any], source: str, rng: random.Random) -> dict[str, Any]:
         # Text first: a bad caption is found without decoding the image.
@@ -367,6 +385,8 @@ class ImageCaptionStream(_CaptionOptions, PretrainingStream):
         sample = {"pixel_values": self.transform(image), "text": captions[0][0], "language": captions[0][1]}
         if self.sample_2_captions:
             sample["text_2"], sample["language_2"] = captions[1]
+        if self.image_id_key is not None:
+            sample["image_id"] = record_id(record, self.image_id_key, source)
         return sample
 
 
@@ -532,6 +552,9 @@ class ParallelTextStream(PretrainingStream):
         max_words: `pre_caption` word limit (64 for parallel text).
         source_key, target_key: Record fields.
         swap_prob: Probability of swapping the pair.
+        pair_id_key: Optional record field identifying what a pair says (e.g. the same sentence translated into
+            several languages); samples then carry `"image_id"` (the name the model and collators use for "what
+            the pair is about") so that duplicates are TTC positives and never TTM negatives. Off by default.
     """
 
     stream_name = "parallel-text"
@@ -544,12 +567,14 @@ class ParallelTextStream(PretrainingStream):
         source_key: str = "source_text",
         target_key: str = "target_text",
         swap_prob: float = 0.5,
+        pair_id_key: str | None = None,
         skip_bad_samples: bool = True,
         seed: int | None = None,
         bad_samples: BadSampleCounter | None = None,
     ) -> None:
         super().__init__(reader, skip_bad_samples=skip_bad_samples, seed=seed, bad_samples=bad_samples)
         self.max_words, self.source_key, self.target_key, self.swap_prob = max_words, source_key, target_key, swap_prob
+        self.pair_id_key = pair_id_key
 
     def make_sample(self, record: dict[str, Any], source: str, rng: random.Random) -> dict[str, Any]:
         texts = []
@@ -562,4 +587,7 @@ class ParallelTextStream(PretrainingStream):
             texts.append(clean_text(text, self.max_words, source, what=key))
         if rng.random() < self.swap_prob:
             texts.reverse()
-        return {"text": texts[0], "text_2": texts[1]}
+        sample = {"text": texts[0], "text_2": texts[1]}
+        if self.pair_id_key is not None:
+            sample["image_id"] = record_id(record, self.pair_id_key, source)
+        return sample

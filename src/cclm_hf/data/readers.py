@@ -6,7 +6,7 @@ order is reshuffled on every pass. Its quirks, fixed here: the shuffle uses Pyth
 depends on whatever else consumed it), a rank with fewer files than workers silently starves workers, and a malformed
 line is swallowed with a print inside the dataset.
 
-Two readers with one interface ([`RecordReader`]):
+Three readers with one interface ([`RecordReader`]):
 
 - [`JsonlReader`]: the original jsonl shards (local paths). Files are dealt to the `world_size * num_workers`
   shards when there are at least as many files as shards; otherwise every shard reads all files and keeps every
@@ -14,6 +14,8 @@ Two readers with one interface ([`RecordReader`]):
   permutation drawn from `(seed, epoch)` only, hence identical on every rank: that is what makes the shards disjoint.
 - [`HFDatasetReader`]: a `datasets.Dataset` or `datasets.IterableDataset` (streaming, or `load_dataset("webdataset",
   data_files=...)` tar shards), split with the `datasets` conventions (see the class).
+- [`InMemoryReader`]: a list of records already in memory (the built-in demo's generated data), split like a
+  map-style `datasets.Dataset`.
 
 Both yield `(record, source)`: `record` a dict, `source` a string naming where it came from (`"path:line"`, 1-based),
 repeated in every error message. A record that cannot be parsed is reported as a [`BadSampleError`] to the
@@ -42,10 +44,12 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "BAD_SAMPLE_KINDS",
     "HFDatasetReader",
+    "InMemoryReader",
     "JsonlReader",
     "RecordReader",
     "ShardContext",
     "bad_sample",
+    "epoch_indices",
     "epoch_seed",
     "flatten_webdataset_sample",
     "list_data_files",
@@ -179,6 +183,66 @@ class RecordReader:
         if on_bad_sample is None:
             raise error
         on_bad_sample(error)
+
+
+def epoch_indices(num_records: int, seed: int, epoch: int, shuffle: bool, shard: ShardContext) -> np.ndarray:
+    """Indices of `num_records` in-memory rows read by `shard` in `epoch`, in reading order.
+
+    A per-epoch permutation drawn from `(seed, epoch)` (identical on every rank), cut into `world_size` contiguous
+    chunks as `datasets.distributed.split_dataset_by_node` cuts a map-style dataset (`numpy.array_split`), each chunk
+    strided over the DataLoader workers.
+    """
+    order = np.arange(num_records)
+    if shuffle:
+        order = np.random.default_rng(epoch_seed(seed, epoch)).permutation(num_records)
+    chunk = np.array_split(order, shard.world_size)[shard.rank]
+    return chunk[shard.worker_id :: shard.num_workers]
+
+
+class InMemoryReader(RecordReader):
+    """Records held in a Python list (e.g. generated data), sharded and shuffled like a map-style `datasets.Dataset`
+    (see [`epoch_indices`]).
+
+    Args:
+        records: The records (dicts in the layout the stream expects; images may be `PIL.Image` objects).
+        rank, world_size, seed: See [`RecordReader`].
+        shuffle: Shuffle every epoch.
+        repeat: Iterate forever, epoch after epoch, each with its own order.
+        name: Prefix of the sources (`"<name>[index]"`).
+    """
+
+    def __init__(
+        self,
+        records: Sequence[Mapping[str, Any]],
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+        repeat: bool = False,
+        name: str = "records",
+    ) -> None:
+        super().__init__(rank=rank, world_size=world_size, seed=seed)
+        if not records:
+            raise ValueError(f"{name}: no records")
+        self.records = records
+        self.shuffle, self.repeat, self.name = shuffle, repeat, name
+
+    def iter_records(self, on_bad_sample: OnBadSample | None = None) -> Iterator[tuple[dict[str, Any], str]]:
+        shard = shard_context(self.rank, self.world_size)
+        epoch = self.epoch
+        while True:
+            for index in epoch_indices(len(self.records), self.seed, epoch, self.shuffle, shard):
+                yield dict(self.records[index]), f"{self.name}[{int(index)}]"
+            if not self.repeat:
+                return
+            epoch += 1
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({self.name}, {len(self.records)} records, rank={self.rank}, "
+            f"world_size={self.world_size}, seed={self.seed}, epoch={self.epoch}, repeat={self.repeat})"
+        )
 
 
 class JsonlReader(RecordReader):
@@ -386,11 +450,7 @@ class HFDatasetReader(RecordReader):
 
     def indices(self, epoch: int, shard: ShardContext) -> np.ndarray:
         """Row indices of a map-style dataset read by `shard` in `epoch`, in reading order."""
-        order = np.arange(len(self.dataset))
-        if self.shuffle:
-            order = np.random.default_rng(epoch_seed(self.seed, epoch)).permutation(len(self.dataset))
-        chunk = np.array_split(order, shard.world_size)[shard.rank]
-        return chunk[shard.worker_id :: shard.num_workers]
+        return epoch_indices(len(self.dataset), self.seed, epoch, self.shuffle, shard)
 
     def _finish(self, row: Mapping[str, Any], source: str) -> dict[str, Any]:
         record = self.record_fn(row) if self.record_fn is not None else dict(row)

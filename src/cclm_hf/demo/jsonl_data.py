@@ -56,8 +56,7 @@ def write_shapes_jsonl(output_dir: str | Path, num_images: int = 256, num_pairs:
             record = {"binary": binary, "caption": {"en": text}, "elems": [element]}
             regions.write(json.dumps(record, ensure_ascii=False) + "\n")
     with open(output_dir / "parallel.jsonl", "w", encoding="utf-8") as parallel:
-        for pair in shapes.parallel_sentences(num_pairs, seed=seed):
-            record = {"source_text": pair.english, "target_text": pair.translation}
+        for record in shapes.parallel_text_records(shapes.parallel_sentences(num_pairs, seed=seed)):
             parallel.write(json.dumps(record, ensure_ascii=False) + "\n")
     return output_dir
 

@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 from transformers import PrinterCallback, TrainerCallback, TrainingArguments
-from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from transformers.utils import logging
 
 from ..configuration_cclm import CCLMConfig
-from ..data.masking import TextMasker
-from ..image_processing_cclm import CCLMImageProcessor
+from ..data.pipeline import build_pretraining_schedule
+from ..data.readers import InMemoryReader
+from ..data.transforms import eval_transform
 from ..model_card import write_model_card
 from ..modeling_cclm import CCLMForImageTextRetrieval, CCLMForPreTraining
 from ..processing_cclm import CCLMProcessor
@@ -56,122 +55,44 @@ class DemoConfig:
 
 
 def demo_model_config(vocab_size: int) -> CCLMConfig:
-    """A tiny CCLM: Swin 64 px (2 stages, width 64) and a 64-wide text stack of 4 text + 2 fusion layers."""
-    return CCLMConfig(
-        vision_config={
-            "image_size": 64,
-            "embed_dim": 32,
-            "depths": [2, 2],
-            "num_heads": [2, 4],
-            "window_size": 8,
-            "drop_path_rate": 0.0,
-        },
-        text_config={
-            "vocab_size": vocab_size,
-            "hidden_size": 64,
-            "num_hidden_layers": 6,
-            "num_fusion_layers": 2,
-            "num_attention_heads": 2,
-            "intermediate_size": 256,
-            "max_position_embeddings": 64,
-            "hidden_dropout_prob": 0.0,
-            "attention_probs_dropout_prob": 0.0,
-        },
-        projection_dim=64,
+    """The `cclm-tiny` preset with the demo tokenizer's vocabulary."""
+    return CCLMConfig.from_preset("cclm-tiny", text_config={"vocab_size": vocab_size})
+
+
+def demo_schedule(
+    config: DemoConfig, tokenizer, model_config: CCLMConfig, pairs: shapes.ImageCaptionData, parallel
+) -> PretrainingSchedule:
+    """The recipe's data path (readers -> streams -> collators -> schedule) over the generated data in memory: images
+    with English captions, and the parallel sentences unless `parallel_text` is off. No augmentation."""
+    vision = model_config.vision_config
+
+    def reader(records, name):
+        return InMemoryReader(records, seed=config.seed, repeat=True, name=name)
+
+    # demo texts are short: fewer masks per text than the original's 12 (captions) / 20 (parallel text)
+    images = reader(shapes.image_caption_records(pairs), "images")
+    streams = {"images": (images, {"batch_size": config.batch_size, "max_masks": 6})}
+    if parallel:
+        sentences = reader(shapes.parallel_text_records(parallel), "parallel")
+        streams["parallel_text"] = (sentences, {"batch_size": config.batch_size, "max_masks": 8})
+    return build_pretraining_schedule(
+        tokenizer,
+        image_size=model_config.image_size,
+        patch_stride=vision.patch_size * 2 ** (len(vision.depths) - 1),
+        augment=False,
+        seed=config.seed,
+        **streams,
     )
 
 
-def _tokenize(tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    encoded = tokenizer(texts, padding=True, return_tensors="pt")
-    return encoded["input_ids"], encoded["attention_mask"]
-
-
-def _trim(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Drop the padding columns no row of the batch needs."""
-    length = int(attention_mask.sum(dim=1).max())
-    return input_ids[:, :length], attention_mask[:, :length]
-
-
-def _normalized(images: np.ndarray) -> torch.Tensor:
-    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
-    mean = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
-    return (pixels - mean) / std
-
-
-class ImageCaptionBatches:
-    """Endless random batches of (image, English caption), masked for MLM; images and captions stay in memory."""
-
-    def __init__(
-        self, images: np.ndarray, captions: list[str], tokenizer, masker: TextMasker, batch_size: int, seed: int
-    ):
-        self.images = images
-        self.input_ids, self.attention_mask = _tokenize(tokenizer, captions)
-        self.masker = masker
-        self.batch_size = batch_size
-        self.seed = seed
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        generator = torch.Generator().manual_seed(self.seed)
-        while True:
-            for index in torch.randperm(len(self.images), generator=generator).split(self.batch_size):
-                if len(index) < self.batch_size:
-                    break
-                input_ids, attention_mask = _trim(self.input_ids[index], self.attention_mask[index])
-                yield {
-                    "pixel_values": _normalized(self.images[index.numpy()]),
-                    "input_ids": input_ids,
-                    "attention_mask": attention_mask,
-                    **self.masker(input_ids, attention_mask, generator=generator),
-                }
-
-
-class ParallelTextBatches:
-    """Endless random batches of (sentence, translation), either side first with probability 1/2, first one masked."""
-
-    def __init__(self, pairs: list[shapes.ParallelPair], tokenizer, masker: TextMasker, batch_size: int, seed: int):
-        self.english = _tokenize(tokenizer, [pair.english for pair in pairs])
-        self.translation = _tokenize(tokenizer, [pair.translation for pair in pairs])
-        self.masker = masker
-        self.batch_size = batch_size
-        self.seed = seed
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        generator = torch.Generator().manual_seed(self.seed)
-        num_pairs = len(self.english[0])
-        while True:
-            for index in torch.randperm(num_pairs, generator=generator).split(self.batch_size):
-                if len(index) < self.batch_size:
-                    break
-                swap = torch.rand(len(index), generator=generator) < 0.5
-                first, second = self._side(index, swap), self._side(index, ~swap)
-                yield {
-                    "input_ids": first[0],
-                    "attention_mask": first[1],
-                    "input_ids_2": second[0],
-                    "attention_mask_2": second[1],
-                    **self.masker(first[0], first[1], generator=generator),
-                }
-
-    def _side(self, index: torch.Tensor, english: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ids = torch.where(english[:, None], *self._aligned(self.english[0][index], self.translation[0][index], 1))
-        mask = torch.where(english[:, None], *self._aligned(self.english[1][index], self.translation[1][index], 0))
-        return _trim(ids, mask)
-
-    @staticmethod
-    def _aligned(a: torch.Tensor, b: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(a.shape[1], b.shape[1])
-        return (
-            torch.nn.functional.pad(a, (0, width - a.shape[1]), value=pad),
-            torch.nn.functional.pad(b, (0, width - b.shape[1]), value=pad),
-        )
-
-
 class TimeBudget(TrainerCallback):
-    """Stops training once `budget_s` seconds of training have passed; shows progress in seconds."""
+    """Stops training once `budget_s` seconds of training have passed, at the end of a schedule iteration (a
+    parallel-text step and an image step count as one: a budget never ends between them); shows progress in seconds.
+    """
 
-    def __init__(self, budget_s: float) -> None:
+    def __init__(self, budget_s: float, steps_per_iteration: int = 1) -> None:
         self.budget_s = budget_s
+        self.steps_per_iteration = steps_per_iteration
         self.start = None
         self.bar = None
 
@@ -184,7 +105,7 @@ class TimeBudget(TrainerCallback):
         self.bar.n = min(round(elapsed), self.bar.total)
         self.bar.set_postfix(step=state.global_step, refresh=False)
         self.bar.refresh()
-        if elapsed >= self.budget_s:
+        if elapsed >= self.budget_s and state.global_step % self.steps_per_iteration == 0:
             control.should_training_stop = True
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -193,15 +114,21 @@ class TimeBudget(TrainerCallback):
 
 @torch.no_grad()
 def evaluate_gallery(
-    model: CCLMForImageTextRetrieval, tokenizer, gallery: shapes.TestGallery, itm_rerank_k: int
+    model: CCLMForImageTextRetrieval, processor: CCLMProcessor, gallery: shapes.TestGallery, itm_rerank_k: int
 ) -> dict[str, dict[str, float]]:
-    """Text->image and image->text recall per language on the 192-concept gallery (one query per concept)."""
+    """Text->image and image->text recall per language on the 192-concept gallery (one query per concept).
+
+    Images get the training transform; queries are cleaned and tokenized by the saved `processor`, as a user's
+    queries would be."""
     model.eval()
-    images = encode_images(model.cclm, _normalized(gallery.images))
+    transform = eval_transform(model.config.image_size)
+    pixel_values = torch.stack([transform(Image.fromarray(pixels)) for pixels in gallery.images])
+    images = encode_images(model.cclm, pixel_values)
     text_image_ids = torch.as_tensor(gallery.concept_ids)
     results = {}
     for language, queries in gallery.queries.items():
-        texts = encode_texts(model.cclm, *_tokenize(tokenizer, queries))
+        tokens = processor(text=queries, padding=True, return_tensors="pt")
+        texts = encode_texts(model.cclm, tokens["input_ids"], tokens["attention_mask"])
         similarity = images.embeds @ texts.embeds.t()
         itc = retrieval_recalls(similarity, similarity.t(), text_image_ids)
         image_to_text, text_to_image = itm_rerank(model, images, texts, k=itm_rerank_k)
@@ -234,38 +161,11 @@ def markdown_table(metrics: dict[str, Any]) -> str:
 
 
 def _plot(log_history: list[dict], metrics: dict[str, Any], output_dir: Path) -> None:
-    import matplotlib
+    from ..plots import plot_loss_curve, plot_recall_per_language
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(7, 4))
-    for key in sorted({k for record in log_history for k in record if k.endswith("_loss") and "/" in k}):
-        points = [(record["step"], record[key]) for record in log_history if key in record]
-        axis.plot(*zip(*points, strict=True), label=key)
-    axis.set_xlabel("optimizer step")
-    axis.set_ylabel("loss")
-    axis.legend(fontsize=7, ncol=2)
-    figure.tight_layout()
-    figure.savefig(output_dir / "loss_curve.png", dpi=120)
-    plt.close(figure)
-
-    languages = list(metrics["languages"])
-    figure, axis = plt.subplots(figsize=(7, 4))
-    width = 0.2
-    for offset, (key, label) in enumerate(
-        (("t2i_r1", "t2i R@1"), ("t2i_r5", "t2i R@5"), ("i2t_r1", "i2t R@1"), ("t2i_r1_itm", "t2i R@1 ITM"))
-    ):
-        values = [metrics["languages"][language][key] for language in languages]
-        axis.bar([i + (offset - 1.5) * width for i in range(len(languages))], values, width, label=label)
-    axis.axhline(1 / 192, color="grey", linestyle="--", linewidth=1, label="chance R@1")
-    axis.set_xticks(range(len(languages)), languages)
-    axis.set_ylim(0, 1.15)  # room for the legend above the bars
-    axis.set_ylabel("recall")
-    axis.legend(fontsize=8, ncol=5, loc="upper center")
-    figure.tight_layout()
-    figure.savefig(output_dir / "recall_per_language.png", dpi=120)
-    plt.close(figure)
+    plot_loss_curve(log_history, output_dir / "loss_curve.png")
+    recalls = ("t2i_r1", "t2i_r5", "i2t_r1", "t2i_r1_itm")
+    plot_recall_per_language(metrics, output_dir / "recall_per_language.png", recalls, chance=1 / 192)
 
 
 def run_demo(config: DemoConfig) -> dict[str, Any]:
@@ -283,16 +183,8 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     tokenizer = train_xlm_roberta_tokenizer(shapes.tokenizer_corpus(config.seed), whole_words=True)
 
     model = CCLMForPreTraining(demo_model_config(len(tokenizer)))
-    caption_masker = TextMasker.from_tokenizer(tokenizer, max_masks=6)
-    image_batches = ImageCaptionBatches(
-        pairs.images, pairs.captions, tokenizer, caption_masker, config.batch_size, config.seed
-    )
-    parallel_batches = None
-    if config.parallel_text:
-        parallel_masker = TextMasker.from_tokenizer(tokenizer, max_masks=8)
-        parallel_batches = ParallelTextBatches(
-            parallel, tokenizer, parallel_masker, config.batch_size, config.seed + 1
-        )
+    # the processor the model is saved with: captions are cleaned (`pre_caption`) as the training streams clean them
+    processor = CCLMProcessor.from_tokenizer(tokenizer, model.config.image_size, clean_captions=True, max_words=40)
 
     args = TrainingArguments(
         output_dir=str(output_dir / "trainer"),
@@ -313,10 +205,11 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     trainer = CCLMPretrainingTrainer(
         model=model,
         args=args,
-        train_dataset=PretrainingSchedule(
-            image_batches=image_batches, parallel_batches=parallel_batches, seed=config.seed
-        ),
-        callbacks=[TimeBudget(config.budget_s), JsonLinesLogger(output_dir / "train_log.jsonl")],
+        train_dataset=demo_schedule(config, tokenizer, model.config, pairs, parallel),
+        callbacks=[
+            TimeBudget(config.budget_s, steps_per_iteration=2 if config.parallel_text else 1),
+            JsonLinesLogger(output_dir / "train_log.jsonl"),
+        ],
         new_parameter_patterns=("*",),  # everything starts from scratch
         new_parameter_lr_multiplier=config.new_parameter_lr_multiplier,
     )
@@ -327,14 +220,14 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
 
     model_dir = output_dir / "model"
     retrieval_model = _as_retrieval_model(model, model_dir)
-    CCLMProcessor(CCLMImageProcessor(size={"height": 64, "width": 64}), tokenizer).save_pretrained(model_dir)
+    processor.save_pretrained(model_dir)
 
     metrics = {
         "budget_s": config.budget_s,
         "train_seconds": round(train_seconds, 1),
         "steps": trainer.state.global_step,
         "parallel_text": config.parallel_text,
-        "languages": evaluate_gallery(retrieval_model, tokenizer, gallery, config.itm_rerank_k),
+        "languages": evaluate_gallery(retrieval_model, processor, gallery, config.itm_rerank_k),
         "config": asdict(config),
     }
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -365,4 +258,12 @@ def summary_line(metrics: dict[str, Any]) -> str:
     )
 
 
-__all__ = ["DemoConfig", "demo_model_config", "evaluate_gallery", "markdown_table", "run_demo", "summary_line"]
+__all__ = [
+    "DemoConfig",
+    "demo_model_config",
+    "demo_schedule",
+    "evaluate_gallery",
+    "markdown_table",
+    "run_demo",
+    "summary_line",
+]

@@ -520,6 +520,19 @@ def parallel_sentences(
     return pairs
 
 
+def image_caption_records(data: ImageCaptionData) -> list[dict]:
+    """The pairs as records of the original image-caption layout, `{"image": PIL image, "caption": {"en": ...}}`."""
+    return [
+        {"image": Image.fromarray(pixels), "caption": {"en": caption}}
+        for pixels, caption in zip(data.images, data.captions, strict=True)
+    ]
+
+
+def parallel_text_records(pairs: Sequence[ParallelPair]) -> list[dict]:
+    """The pairs as records of the original parallel-text layout, `{"source_text": English, "target_text": ...}`."""
+    return [{"source_text": pair.english, "target_text": pair.translation} for pair in pairs]
+
+
 def test_gallery(seed: int, image_size: int = 64, languages: Sequence[str] = LANGUAGES) -> TestGallery:
     """One newly drawn image per concept (192, in `all_concepts()` order) and one query per concept and language."""
     rng = _split_rng(seed, "gallery")

@@ -1,15 +1,21 @@
 """Pre-training: step schedule, Trainer subclass, optimizer groups, initialisation from XLM-R and Swin."""
 
 from .initialization import init_text_from_xlm_roberta, init_vision_from_swin
-from .optimization import DEFAULT_NEW_PARAMETER_PATTERNS, create_pretraining_optimizer, pretraining_parameter_groups
+from .optimization import create_pretraining_optimizer, pretraining_parameter_groups
 from .schedule import PretrainingSchedule
-from .trainer import CHECKPOINT_COMPLETE_MARKER, CCLMPretrainingTrainer, JsonLinesLogger, last_complete_checkpoint
+from .trainer import (
+    CHECKPOINT_COMPLETE_MARKER,
+    CCLMPretrainingTrainer,
+    CheckpointCompleteCallback,
+    JsonLinesLogger,
+    last_complete_checkpoint,
+)
 
 
 __all__ = [
     "CHECKPOINT_COMPLETE_MARKER",
     "CCLMPretrainingTrainer",
-    "DEFAULT_NEW_PARAMETER_PATTERNS",
+    "CheckpointCompleteCallback",
     "JsonLinesLogger",
     "PretrainingSchedule",
     "create_pretraining_optimizer",

@@ -1,4 +1,10 @@
-"""Optimizer parameter groups of the original pre-training recipe, made explicit."""
+"""Optimizer parameter groups of the original recipes, read from the model.
+
+Each model says which of its parameters skip weight decay (`no_weight_decay()`, the original's rule) and which are
+new when it starts from its usual source (`new_parameters()`: e.g. the cross-attention blocks when pre-training from
+XLM-R, the classifier when fine-tuning XVNLI), in the manner of timm's `no_weight_decay()`. New parameters train with
+`lr * new_parameter_lr_multiplier` (the original's `lr_mult: 2` for its `init_params`).
+"""
 
 from __future__ import annotations
 
@@ -9,56 +15,37 @@ import torch
 from torch import nn
 
 
-# Parameters that are new when the text stack starts from XLM-R and the image encoder from Swin: they train with a
-# larger learning rate (`lr_mult: 2` of the original, which collects them as `init_params`).
-DEFAULT_NEW_PARAMETER_PATTERNS = (
-    "cclm.fusion_model.layers.*.crossattention.*",
-    "cclm.vision_projection.*",
-    "cclm.text_projection.*",
-    "cclm.temperature",
-    "itm_head.*",
-    "bbox_head.*",
-)
-
-
-def _skips_weight_decay(name: str, parameter: nn.Parameter) -> bool:
-    """The original's rule, translated to this package's names.
-
-    The original excludes any name containing `bias`, `LayerNorm.`, `norm.`, `norm1.` or `norm2.`. That catches
-    every bias, Swin's `relative_position_bias_table`, and the LayerNorms of the text stack, of Swin and of the MLM
-    head; the LayerNorms inside the MLP heads (`itm_head.1`) and the temperature are decayed.
-    """
-    if name.endswith("bias") or "relative_position_bias_table" in name:
-        return True
-    in_mlp_head = name.startswith(("itm_head.", "bbox_head.", "classifier."))
-    return parameter.ndim == 1 and not in_mlp_head and "norm" in name.lower()
-
-
 def pretraining_parameter_groups(
     model: nn.Module,
     learning_rate: float,
     weight_decay: float,
-    new_parameter_patterns: Iterable[str] = DEFAULT_NEW_PARAMETER_PATTERNS,
+    new_parameter_patterns: Iterable[str] | None = None,
     new_parameter_lr_multiplier: float = 2.0,
 ) -> list[dict]:
-    """Four AdamW groups: (decay | no decay) x (pre-initialised | new); new parameters get `lr * multiplier`.
+    """Up to four AdamW groups: (decay | no decay) x (pre-initialised | new).
 
-    `new_parameter_patterns` are `fnmatch` patterns over parameter names.
+    Args:
+        model: a CCLM model (it provides `no_weight_decay()` and `new_parameters()`).
+        new_parameter_patterns: `fnmatch` patterns over parameter names that replace `model.new_parameters()`,
+            e.g. `("*",)` for a model trained from scratch.
     """
-    patterns = tuple(new_parameter_patterns)
+    if new_parameter_patterns is None:
+        new = model.new_parameters()
+    else:
+        patterns = tuple(new_parameter_patterns)
+        new = {name for name, _ in model.named_parameters() if any(fnmatch.fnmatchcase(name, p) for p in patterns)}
+    no_decay = model.no_weight_decay()
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        is_new = any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
-        groups.setdefault((is_new, _skips_weight_decay(name, parameter)), []).append(parameter)
+        if parameter.requires_grad:
+            groups.setdefault((name in new, name in no_decay), []).append(parameter)
     return [
         {
             "params": params,
             "lr": learning_rate * (new_parameter_lr_multiplier if is_new else 1.0),
-            "weight_decay": 0.0 if no_decay else weight_decay,
+            "weight_decay": 0.0 if skips_decay else weight_decay,
         }
-        for (is_new, no_decay), params in sorted(groups.items())
+        for (is_new, skips_decay), params in sorted(groups.items())
     ]
 
 
@@ -68,11 +55,12 @@ def create_pretraining_optimizer(
     weight_decay: float = 0.01,
     betas: tuple[float, float] = (0.9, 0.98),
     eps: float = 1e-8,
-    new_parameter_patterns: Iterable[str] = DEFAULT_NEW_PARAMETER_PATTERNS,
+    new_parameter_patterns: Iterable[str] | None = None,
     new_parameter_lr_multiplier: float = 2.0,
 ) -> torch.optim.AdamW:
-    """torch AdamW with the original's hyper-parameters (the original used transformers' AdamW, which applies the
-    decoupled decay after the Adam update instead of before: a negligible difference)."""
+    """torch AdamW with the original's hyper-parameters and groups (pre-training and fine-tuning alike; the original
+    used transformers' AdamW, which applies the decoupled decay after the Adam update instead of before: a negligible
+    difference)."""
     groups = pretraining_parameter_groups(
         model, learning_rate, weight_decay, new_parameter_patterns, new_parameter_lr_multiplier
     )

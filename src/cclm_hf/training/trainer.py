@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 from transformers.utils import logging
 
-from .optimization import DEFAULT_NEW_PARAMETER_PATTERNS, create_pretraining_optimizer
+from .optimization import create_pretraining_optimizer
 
 
 logger = logging.get_logger(__name__)
@@ -54,14 +55,33 @@ class JsonLinesLogger(TrainerCallback):
                 handle.write(json.dumps({"step": state.global_step, **logs}) + "\n")
 
 
+class CheckpointCompleteCallback(TrainerCallback):
+    """Writes the completion marker into each `checkpoint-N` folder once every process has finished saving it.
+
+    `Trainer` calls `on_save` right after a checkpoint is written; the marker is written atomically (a temporary
+    file renamed), so it exists whole or not at all, and `last_complete_checkpoint` never picks a half-written
+    checkpoint.
+    """
+
+    def on_save(self, args, state, control, **kwargs):
+        PartialState().wait_for_everyone()  # every process has written its part (e.g. its RNG state)
+        if args.should_save:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            staging = folder / (CHECKPOINT_COMPLETE_MARKER + ".tmp")
+            staging.write_text(json.dumps({"global_step": state.global_step}))
+            os.replace(staging, folder / CHECKPOINT_COMPLETE_MARKER)
+
+
 class CCLMPretrainingTrainer(Trainer):
     """Trains `CCLMForPreTraining` on a `PretrainingSchedule`.
 
     - one optimizer step per scheduled batch (or per summed pair of batches); the step type is part of the item;
-    - AdamW groups of the original: no decay for biases and norms, `new_parameter_lr_multiplier` for new parameters;
+    - AdamW groups of the original, read from the model (`no_weight_decay()`, `new_parameters()`; the patterns
+      `new_parameter_patterns` replace the latter, e.g. `("*",)` from scratch), `new_parameter_lr_multiplier` for the
+      new ones;
     - the logs carry the mean of every loss per step type since the last log (e.g. `parallel/ttm_loss`) and how many
       steps of each type ran;
-    - each checkpoint gets a completion marker once all its files are written (see `last_complete_checkpoint`).
+    - each checkpoint gets a completion marker once all its files are written ([`CheckpointCompleteCallback`]).
 
     The train dataset must already be this process's shard: batches are not re-distributed by accelerate.
     """
@@ -69,12 +89,13 @@ class CCLMPretrainingTrainer(Trainer):
     def __init__(
         self,
         *args: Any,
-        new_parameter_patterns: Iterable[str] = DEFAULT_NEW_PARAMETER_PATTERNS,
+        new_parameter_patterns: Iterable[str] | None = None,
         new_parameter_lr_multiplier: float = 2.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.new_parameter_patterns = tuple(new_parameter_patterns)
+        self.add_callback(CheckpointCompleteCallback)
+        self.new_parameter_patterns = None if new_parameter_patterns is None else tuple(new_parameter_patterns)
         self.new_parameter_lr_multiplier = new_parameter_lr_multiplier
         self._loss_sums: dict[str, torch.Tensor] = {}
         self._loss_counts: dict[str, int] = defaultdict(int)
@@ -102,7 +123,7 @@ class CCLMPretrainingTrainer(Trainer):
         batches = inputs["batches"] if step_type == "summed" else {step_type: inputs}
         total, outputs = None, None
         for name, batch in batches.items():
-            outputs = model(**batch)
+            outputs = model(**batch, batch_kind=name)
             total = outputs.loss if total is None else total + outputs.loss
             self._record(name, outputs)
         self._step_counts[step_type] += 1
@@ -117,7 +138,8 @@ class CCLMPretrainingTrainer(Trainer):
                 self._loss_counts[key] += 1
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if self._loss_sums and "loss" in logs:  # training logs, not evaluation ones
+        # training logs (and the summary at the end, so the steps since the last log are not lost), not evaluation
+        if self._loss_sums and ("loss" in logs or "train_loss" in logs):
             keys = sorted(self._loss_sums)
             means = torch.stack([self._loss_sums[key] / self._loss_counts[key] for key in keys])
             means = self.accelerator.reduce(means, reduction="mean")
@@ -138,12 +160,3 @@ class CCLMPretrainingTrainer(Trainer):
         restored = type(model).from_pretrained(resume_from_checkpoint, config=model.config)
         model.load_state_dict(restored.state_dict(), strict=True)
         logger.info("Restored the model weights from %s", resume_from_checkpoint)
-
-    def _save_checkpoint(self, model, trial) -> None:
-        super()._save_checkpoint(model, trial)
-        self.accelerator.wait_for_everyone()
-        if self.args.should_save:
-            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
-            staging = folder / (CHECKPOINT_COMPLETE_MARKER + ".tmp")
-            staging.write_text(json.dumps({"global_step": self.state.global_step}))
-            os.replace(staging, folder / CHECKPOINT_COMPLETE_MARKER)  # atomic: the marker exists whole or not at all
