@@ -442,7 +442,7 @@ def test_question_answer_collator_flattens_answers(benchmark_root):
     )
     dataset = QuestionAnswerDataset(records, eval_transform(32))
     batch = QuestionAnswerCollator(_FakeTokenizer())([dataset[2], dataset[0]])
-    assert batch["answer_counts"].tolist() == [2, 1]
+    assert batch["answers_per_question"].tolist() == [2, 1]
     assert batch["answer_weights"].tolist() == [0.5, 0.5, 1.0]
     assert batch["answer_input_ids"].shape[0] == 3 and batch["input_ids"].shape[0] == 2
 

@@ -23,6 +23,7 @@ from transformers import AutoModelForSequenceClassification, AutoModelForZeroSho
 
 from cclm_hf import CCLMForImageTextRetrieval, CCLMForSequenceClassification
 from cclm_hf.finetuning import TASKS
+from cclm_hf.model_card import validate_model_card
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,8 +97,11 @@ def test_run_retrieval_end_to_end(task, run_retrieval, benchmark_root, tiny_pret
     markdown = (output / "metrics.md").read_text()
     assert f"# {task} (zero_shot)" in markdown
     if task == "xflickrco":  # IGLUE: the paper's averages beside ours
-        assert "CCLM-base 4M 76.56 ± 0.14" in markdown
+        assert "CCLM-base 4M 76.56" in markdown
         assert record["counts"]["de"]["skipped"] == {"empty_caption": 1}
+        card = validate_model_card((output / "README.md").read_text())  # model-index from metrics.json
+        assert any(result.metric_type == "img_r1" for result in card.data.eval_results)
+        assert json.loads((output / "training_args.json").read_text())["max_steps"] == 2
     model = AutoModelForZeroShotImageClassification.from_pretrained(output)
     assert isinstance(model, CCLMForImageTextRetrieval)
     assert type(AutoProcessor.from_pretrained(output)).__name__ == "CCLMProcessor"
@@ -116,7 +120,7 @@ def test_run_xvnli_zero_shot(english_xvnli):
     _check_record(record, "xvnli", "zero_shot", ["ar", "en", "es", "fr", "ru"], ("accuracy",))
     assert record["counts"]["ar"] == {"examples": 3, "skipped": {"no_gold_label": 1}}
     assert record["counts"]["train"]["examples"] == 12 and 0.0 <= record["dev"]["accuracy"] <= 1.0
-    assert "CCLM-base 3M 74.64 ± 0.59" in (output / "metrics.md").read_text()
+    assert "CCLM-base 3M 74.64" in (output / "metrics.md").read_text()
     model = AutoModelForSequenceClassification.from_pretrained(output)
     assert isinstance(model, CCLMForSequenceClassification)
     assert model.config.id2label == {0: "contradiction", 1: "entailment", 2: "neutral"}

@@ -10,7 +10,7 @@ import torch
 from model_factories import random_batch, tiny_config
 
 from cclm_hf import CCLMForImageTextRetrieval, CCLMForPreTraining, CCLMForSequenceClassification
-from cclm_hf.conversion import resize_relative_position_bias_table
+from cclm_hf.conversion import CheckpointConversionError, resize_relative_position_bias_table
 from cclm_hf.data.benchmarks import BenchmarkDataError, ImageRef, RetrievalGallery
 from cclm_hf.data.transforms import eval_transform
 from cclm_hf.evaluation import retrieval_metrics
@@ -29,9 +29,8 @@ from cclm_hf.finetuning import (
     read_nlvr_records,
     read_vqa_answer_list,
     read_vqa_records,
-    resize_image_size,
 )
-from cclm_hf.finetuning.runner import _last_words
+from cclm_hf.finetuning.runner import _last_words, _reported_setting
 from cclm_hf.retrieval import encode_images, encode_texts, itm_rerank
 
 
@@ -114,21 +113,23 @@ def test_wit_falls_back_to_iglue_annotations_without_base64(tmp_path):
 def test_head_from_a_pretraining_folder_gets_pytorch_default_initialisation(tmp_path):
     CCLMForPreTraining(tiny_config()).save_pretrained(tmp_path)
     torch.manual_seed(0)
-    model = load_task_model(CCLMForSequenceClassification, str(tmp_path), num_labels=3)
+    model = load_task_model("classification", str(tmp_path), num_labels=3)
+    assert isinstance(model, CCLMForSequenceClassification)
     dense = model.classifier.dense_in  # nn.Linear's default: kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(fan_in), ...)
     bound = 1 / math.sqrt(dense.in_features)
     assert dense.weight.abs().max() <= bound and dense.weight.abs().max() > 0.9 * bound
     assert torch.equal(model.classifier.layer_norm.weight, torch.ones_like(model.classifier.layer_norm.weight))
     reference = CCLMForPreTraining.from_pretrained(tmp_path)
-    torch.testing.assert_close(model.cclm.text_projection.weight, reference.cclm.text_projection.weight)
+    torch.testing.assert_close(model.get_input_embeddings().weight, reference.get_input_embeddings().weight)
     model.save_pretrained(tmp_path / "xvnli")
-    with pytest.raises(ValueError, match="weights with another shape"):
-        load_task_model(CCLMForSequenceClassification, str(tmp_path / "xvnli"), num_labels=2)
+    with pytest.raises(CheckpointConversionError, match="shape mismatches"):
+        load_task_model("classification", str(tmp_path / "xvnli"), num_labels=2)
 
 
-def test_resize_image_size_resamples_the_relative_position_tables():
+def test_image_size_resamples_the_relative_position_tables(tmp_path):
     model = CCLMForImageTextRetrieval(tiny_config()).eval()
-    resized = resize_image_size(model, 64)
+    model.save_pretrained(tmp_path)
+    resized = load_task_model("retrieval", str(tmp_path), image_size=64)
     assert resized.config.image_size == 64 and resized.config.vision_config.window_size == 8
     key = next(k for k in model.state_dict() if k.endswith("relative_position_bias_table"))
     expected = resize_relative_position_bias_table(model.state_dict()[key], (2 * 8 - 1) ** 2)
@@ -141,11 +142,10 @@ def test_resize_image_size_resamples_the_relative_position_tables():
 def test_new_head_trains_at_twice_the_learning_rate(tmp_path):
     model = CCLMForSequenceClassification(tiny_config())
     args = FinetuningTrainingArguments(output_dir=str(tmp_path), learning_rate=1e-4, report_to="none", use_cpu=True)
-    trainer = CCLMFinetuningTrainer(model=model, args=args, new_parameter_patterns=("classifier.*",))
-    optimizer = trainer.create_optimizer()
+    optimizer = CCLMFinetuningTrainer(model=model, args=args).create_optimizer()  # the model's new_parameters()
     rates = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
     assert rates[id(model.classifier.dense_in.weight)] == 2e-4
-    assert rates[id(model.cclm.text_projection.weight)] == 1e-4
+    assert rates[id(model.get_input_embeddings().weight)] == 1e-4
 
 
 def test_gallery_evaluator_streams_images_in_chunks_with_the_same_result(tmp_path):
@@ -225,3 +225,18 @@ def test_every_image_root_has_its_flag():
     assert image_roots(spec, benchmark) == {"image_root": "/a", "nlvr2_image_root": "/b"}
     spec, _, benchmark, _, _ = _parse("retrieval", "--task", "xflickrco", "--coco_image_root", "/coco")
     assert image_roots(spec, benchmark) == {"image_root": "/root/images/flickr30k-images", "coco_image_root": "/coco"}
+
+
+@pytest.mark.parametrize(
+    "argv, setting",
+    [
+        (("--task", "multi30k"), "zero_shot"),
+        (("--task", "multi30k", "--train_languages", "de"), "single_language"),
+        (("--task", "mscoco", "--train_languages", "all"), "all_language"),
+        (("--task", "mscoco", "--train_languages", "en,zh,ja"), "all_language"),
+        (("--task", "xflickrco", "--setting", "few_shot"), "few_shot"),
+    ],
+)
+def test_multi30k_and_mscoco_report_their_fine_tuning_protocol_as_setting(argv, setting):
+    spec, _, benchmark, _, _ = _parse("retrieval", *argv)
+    assert _reported_setting(spec, benchmark) == setting  # the keys of cclm_hf.paper_results

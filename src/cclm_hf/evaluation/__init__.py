@@ -1,25 +1,14 @@
-"""Benchmark metrics (accuracy, VQA accuracy, retrieval recalls, IGLUE averages), paper numbers, metrics files."""
+"""Benchmark metrics (accuracy, VQA accuracy, retrieval recalls, IGLUE averages), metrics files, the IGLUE table."""
 
 from .iglue import IGLUE_TASKS, iglue_table, load_runs, merge_runs
 from .metrics import ENGLISH, accuracy, language_average, mean_and_std, retrieval_metrics, retrieval_ranks
-from .paper_results import (
-    IGLUE_CCLM_ROWS,
-    IGLUE_COLUMNS,
-    IGLUE_TRANSLATE_TEST_ROWS,
-    PaperNumber,
-    paper_numbers,
-)
 from .reporting import build_metrics, combine_seeds, render_metrics_markdown, write_metrics
 from .vqa import normalize_answer_digits_articles, normalize_answer_punctuation, vqa_accuracy
 
 
 __all__ = [
     "ENGLISH",
-    "IGLUE_CCLM_ROWS",
-    "IGLUE_COLUMNS",
     "IGLUE_TASKS",
-    "IGLUE_TRANSLATE_TEST_ROWS",
-    "PaperNumber",
     "accuracy",
     "build_metrics",
     "iglue_table",
@@ -30,7 +19,6 @@ __all__ = [
     "mean_and_std",
     "normalize_answer_digits_articles",
     "normalize_answer_punctuation",
-    "paper_numbers",
     "render_metrics_markdown",
     "retrieval_metrics",
     "retrieval_ranks",

@@ -1,5 +1,5 @@
 """IGLUE's main table (XVNLI, xGQA, MaRVL, xF&C IR, xF&C TR, WIT IR, WIT TR) from the runs' `metrics.json` files, next
-to the paper's CCLM rows and the translate-test bar of the English-only models (see `paper_results.py`).
+to the paper's CCLM rows and the translate-test bar of the English-only models (`cclm_hf.paper_results`).
 
 A run's column value is its `average` (English excluded). Several files of the same task and setting (e.g. few-shot
 runs of one language each) are merged when their languages do not overlap, and their average is recomputed.
@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..paper_results import IGLUE_COLUMNS, IGLUE_TRANSLATE_TEST, PAPER_MODELS, paper_numbers
 from .metrics import language_average
-from .paper_results import IGLUE_CCLM_ROWS, IGLUE_COLUMNS, IGLUE_TRANSLATE_TEST_ROWS
 
 
 __all__ = ["IGLUE_TASKS", "iglue_table", "load_runs", "merge_runs"]
@@ -98,13 +98,16 @@ def iglue_table(runs: Sequence[Mapping[str, Any]]) -> str:
             for task, metric, _ in IGLUE_COLUMNS
         ]
         lines.append(f"| {setting} | ours ({', '.join(models)}) | " + " | ".join(cells) + " |")
-        for model, row in IGLUE_CCLM_ROWS.get(setting, {}).items():
-            paper = [f"{value[0]:.2f} ± {value[1]:.2f}" if value is not None else "–" for value in row]
-            lines.append(f"| {setting} | {model} (paper) | " + " | ".join(paper) + " |")
-    for model, row in IGLUE_TRANSLATE_TEST_ROWS.items():
+        for model in PAPER_MODELS:
+            numbers = {task: paper_numbers(task, setting).get(model, {}) for task in IGLUE_TASKS}
+            paper = [numbers[task].get("average", {}).get(metric) for task, metric, _ in IGLUE_COLUMNS]
+            if any(value is not None for value in paper):
+                cells = ["–" if value is None else f"{value:.2f}" for value in paper]
+                lines.append(f"| {setting} | {model} (paper) | " + " | ".join(cells) + " |")
+    for model, row in IGLUE_TRANSLATE_TEST.items():
         lines.append(
             f"| translate_test | {model} (English VLM, IGLUE) | " + " | ".join(f"{v:.2f}" for v in row) + " |"
         )
-    best = [max(column) for column in zip(*IGLUE_TRANSLATE_TEST_ROWS.values(), strict=True)]
+    best = [max(column) for column in zip(*IGLUE_TRANSLATE_TEST.values(), strict=True)]
     lines.append("| translate_test | **bar: best English VLM** | " + " | ".join(f"{v:.2f}" for v in best) + " |")
     return "\n".join(lines) + "\n"

@@ -26,8 +26,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..paper_results import paper_numbers
 from .metrics import language_average, mean_and_std
-from .paper_results import paper_numbers
 
 
 __all__ = ["build_metrics", "combine_seeds", "render_metrics_markdown", "write_metrics"]
@@ -88,8 +88,12 @@ def _cell(value: float, std: float | None) -> str:
 
 def render_metrics_markdown(record: Mapping[str, Any]) -> str:
     """The table of `metrics.md`: one row per language and the average, values in %."""
-    train_languages = record.get("train_languages", "en")
-    paper = paper_numbers(record["task"], record["setting"], train_languages)
+    paper = paper_numbers(record["task"], record["setting"])  # {model: {scope: {metric: percent}}}
+    if record["setting"] == "single_language":  # the paper's other columns come from models of other languages
+        paper = {
+            model: {record["train_languages"]: numbers.get(record["train_languages"], {})}
+            for model, numbers in paper.items()
+        }
     metric_names = list(next(iter(record["languages"].values()), {}))
     std = record.get("std", {})
     lines = [
@@ -110,9 +114,11 @@ def render_metrics_markdown(record: Mapping[str, Any]) -> str:
                 cells.append("")
                 continue
             cell = _cell(metrics[name], stds.get(name) if stds else None)
-            reported = paper.get(scope, {}).get(name)
+            reported = [
+                (model, numbers[scope][name]) for model, numbers in paper.items() if name in numbers.get(scope, {})
+            ]
             if reported:
-                cell += " (paper: " + ", ".join(f"{number.model} {number}" for number in reported) + ")"
+                cell += " (paper: " + ", ".join(f"{model} {value:.2f}" for model, value in reported) + ")"
             cells.append(cell)
         return f"| {label} | " + " | ".join(cells) + " |"
 

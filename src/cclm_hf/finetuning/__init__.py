@@ -18,7 +18,7 @@ from .families import (
     read_vqa_answer_list,
     read_vqa_records,
 )
-from .modeling import load_processor, load_task_model, resize_image_size, text_capacity
+from .modeling import load_processor, load_task_model, text_capacity
 from .retrieval import GalleryEvaluator
 from .runner import BAD_INPUT_ERRORS, BenchmarkFamily, RunContext, run_benchmark
 from .tasks import SETTINGS, TASKS, TaskSpec, get_task
@@ -53,7 +53,6 @@ __all__ = [
     "read_nlvr_records",
     "read_vqa_answer_list",
     "read_vqa_records",
-    "resize_image_size",
     "run_benchmark",
     "text_capacity",
 ]

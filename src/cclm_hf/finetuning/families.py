@@ -30,7 +30,6 @@ from ..data.benchmarks import (
 )
 from ..data.benchmarks.vqa import EVAL_QUESTION_WORDS, TRAIN_QUESTION_WORDS
 from ..evaluation import accuracy
-from ..modeling_cclm import CCLMForImageTextRetrieval, CCLMForSequenceClassification
 from .arguments import BenchmarkArguments, RetrievalArguments
 from .data import TRAIN_SPLITS
 from .retrieval import GalleryEvaluator
@@ -60,9 +59,8 @@ class RetrievalFamily(BenchmarkFamily):
     """Multi30K, MSCOCO, Flickr30K, xFlickr&CO, WIT: ITC + ITM fine-tuning, two-stage retrieval evaluation."""
 
     name = "retrieval"
-    model_class = CCLMForImageTextRetrieval
+    head = "retrieval"  # CCLMForImageTextRetrieval: no new parameters (the original empties its init_params)
     extra_arguments = (RetrievalArguments,)
-    new_parameter_patterns = ()  # the original's RetrievalModel empties its init_params
     metric_names = RETRIEVAL_METRICS
 
     def read(
@@ -118,7 +116,6 @@ class RetrievalFamily(BenchmarkFamily):
             data_collator=ImageTextCollator(context.tokenizer, context.max_tokens),
             processing_class=context.processor,
             gallery_evaluator=self.evaluator(context),
-            new_parameter_patterns=self.new_parameter_patterns,
         )
 
     def test(self, trainer: RetrievalTrainer, context: RunContext) -> dict[str, dict[str, float]]:
@@ -134,8 +131,7 @@ class EntailmentFamily(BenchmarkFamily):
     """XVNLI: the premise image and the hypothesis -> 3 classes, cross-entropy; accuracy."""
 
     name = "xvnli"
-    model_class = CCLMForSequenceClassification
-    new_parameter_patterns = ("classifier.*",)  # the original's cls_head.*, at twice the learning rate
+    head = "classification"  # CCLMForSequenceClassification: the classifier (`cls_head`) is new
     metric_names = ("accuracy",)
 
     def model_kwargs(self, spec: TaskSpec) -> dict[str, Any]:
@@ -167,7 +163,6 @@ class EntailmentFamily(BenchmarkFamily):
             eval_data_collator=ImageTextCollator(context.tokenizer, context.eval_max_tokens),
             processing_class=context.processor,
             compute_metrics=_accuracy_of_logits,
-            new_parameter_patterns=self.new_parameter_patterns,
             prediction_ignore_keys=TOWER_OUTPUTS,
         )
 

@@ -1,11 +1,13 @@
 """Building a task head from MODEL: a pre-training folder, a converted checkpoint or a fine-tuned folder.
 
-- the head's parameters that MODEL lacks are new: they get the original initialisation (the original builds its heads
-  from plain `nn.Linear` / `nn.LayerNorm` and never re-initialises them, i.e. PyTorch's defaults) and are listed in the
-  log, as are MODEL's weights the head does not use (the pre-training heads, for instance);
-- `image_size` different from MODEL's resizes the model as the original's `load_pretrained` does when a 224 px
-  checkpoint is fine-tuned at 384 px: a config for the new resolution (the window scaled with the image) and every
-  Swin relative position bias table resampled.
+[`cclm_hf.conversion.init_task_model`] does the work: it initialises the head as the original initialises the task
+from a pre-trained model, drops the parts the head has no use for and reports (and logs) both. On top of it:
+
+- the head's new parameters get the original's initialisation: the original builds its heads from plain `nn.Linear`
+  / `nn.LayerNorm` and never re-initialises them, i.e. PyTorch's defaults (not transformers' `normal(0, 0.02)`);
+- `image_size` different from MODEL's fine-tunes at that resolution as the original's `load_pretrained` does when a
+  224 px checkpoint is fine-tuned at 384 px: the window scales with the image and every Swin relative position bias
+  table is resampled.
 """
 
 from __future__ import annotations
@@ -16,28 +18,20 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoProcessor, PreTrainedModel
+from transformers import AutoConfig, AutoProcessor, PreTrainedModel
 
-from ..conversion import resize_relative_position_bias_table, with_image_size
+from ..conversion import init_task_model, with_image_size
+from ..errors import CCLMUserError
 
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_processor", "load_task_model", "resize_image_size", "summarize_keys", "text_capacity"]
+__all__ = ["load_processor", "load_task_model", "text_capacity"]
 
 
-def summarize_keys(keys: Iterable[str], depth: int = 2) -> list[str]:
-    """Parameter names grouped by their first `depth` components (`classifier.*`, `cclm.vision_model.*`)."""
-    groups: dict[str, int] = {}
-    for key in keys:
-        parts = key.split(".")
-        prefix = ".".join(parts[:depth]) + (".*" if len(parts) > depth else "")
-        groups[prefix] = groups.get(prefix, 0) + 1
-    return [f"{prefix} ({count})" if count > 1 else prefix for prefix, count in groups.items()]
-
-
-def _reset_new_modules(model: nn.Module, new_keys: set[str]) -> list[str]:
+def _reset_new_modules(model: nn.Module, new_keys: Iterable[str]) -> list[str]:
     """PyTorch's default initialisation for every module all of whose own parameters are new."""
+    new_keys = set(new_keys)
     reset = []
     for name, module in model.named_modules():
         own = [f"{name}.{parameter}" if name else parameter for parameter, _ in module.named_parameters(recurse=False)]
@@ -48,77 +42,26 @@ def _reset_new_modules(model: nn.Module, new_keys: set[str]) -> list[str]:
 
 
 def load_task_model(
-    model_class: type[PreTrainedModel], model_name_or_path: str, *, image_size: int | None = None, **config_kwargs: Any
+    head: str, model_name_or_path: str, *, image_size: int | None = None, **config_overrides: Any
 ) -> PreTrainedModel:
-    """`model_class` from `model_name_or_path`; new parameters get the original initialisation (see the module).
+    """The `head` model (a `cclm_hf.conversion.CONVERSION_TARGETS` name) from `model_name_or_path`.
 
-    `config_kwargs` (e.g. `num_labels`, `id2label`) are set on the loaded config.
+    `config_overrides` (e.g. `num_labels`, `id2label`) are set on the head's config.
 
     Raises:
-        ValueError: A weight of MODEL has another shape than the head's (e.g. a classifier with another number of
-            labels): never silently re-initialised.
+        CheckpointConversionError: MODEL does not fit the head (e.g. a classifier with another number of labels).
     """
-    try:
-        model, info = model_class.from_pretrained(model_name_or_path, output_loading_info=True, **config_kwargs)
-    except RuntimeError as error:
-        if "mismatched" not in str(error):
-            raise
-        raise ValueError(
-            f"{model_name_or_path}: weights with another shape than {model_class.__name__}'s (see the load report "
-            f"above), e.g. a classifier with another number of labels"
-        ) from error
-    new = set(info.get("missing_keys", []))
-    if new:
+    if image_size is not None:
+        config = AutoConfig.from_pretrained(model_name_or_path)
+        if image_size != config.image_size:
+            config_overrides["vision_config"] = with_image_size(config, image_size).vision_config
+            logger.info("Fine-tuning at %d px instead of MODEL's %d px", image_size, config.image_size)
+    model, report = init_task_model(model_name_or_path, head, **config_overrides)
+    if report.newly_initialized:
         with torch.no_grad():
-            _reset_new_modules(model, new)
-        logger.warning(
-            "%s: new parameters, not in %s (original initialisation, trained from scratch): %s",
-            model_class.__name__,
-            model_name_or_path,
-            ", ".join(summarize_keys(sorted(new))),
-        )
-    else:
-        logger.info("%s: every parameter comes from %s", model_class.__name__, model_name_or_path)
-    if info.get("unexpected_keys"):
-        logger.info(
-            "Weights of %s not used by %s: %s",
-            model_name_or_path,
-            model_class.__name__,
-            ", ".join(summarize_keys(sorted(info["unexpected_keys"]), depth=1)),
-        )
-    if image_size is not None and image_size != model.config.image_size:
-        model = resize_image_size(model, image_size)
+            reset = _reset_new_modules(model, report.newly_initialized)
+        logger.info("New modules with PyTorch's default initialisation (the original's): %s", ", ".join(reset))
     return model
-
-
-def resize_image_size(model: PreTrainedModel, image_size: int) -> PreTrainedModel:
-    """A copy of `model` for `image_size` px: same weights, Swin relative position bias tables resampled."""
-    config = with_image_size(model.config, image_size)
-    resized = type(model)(config)
-    source = model.state_dict()
-    target = resized.state_dict()
-    state = {}
-    for key, tensor in target.items():
-        if key not in source:
-            raise ValueError(f"resizing to {image_size} px: {key} has no counterpart in the model")
-        value = source[key]
-        if value.shape != tensor.shape:
-            if not key.endswith("relative_position_bias_table"):
-                if key.endswith("relative_position_index"):  # a buffer recomputed for the new window
-                    state[key] = tensor
-                    continue
-                raise ValueError(f"resizing to {image_size} px: unexpected shape change of {key}")
-            value = resize_relative_position_bias_table(value, tensor.shape[0])
-        state[key] = value
-    resized.load_state_dict(state, strict=True)
-    logger.info(
-        "Resized the model from %d to %d px (window %d -> %d)",
-        model.config.image_size,
-        image_size,
-        model.config.vision_config.window_size,
-        config.vision_config.window_size,
-    )
-    return resized
 
 
 def load_processor(model_name_or_path: str, processor_name_or_path: str | None = None, image_size: int | None = None):
@@ -127,7 +70,7 @@ def load_processor(model_name_or_path: str, processor_name_or_path: str | None =
     try:
         processor = AutoProcessor.from_pretrained(source)
     except (OSError, ValueError, TypeError) as error:
-        raise ValueError(
+        raise CCLMUserError(
             f"no CCLM processor (tokenizer + image processor) in {source}: pass --processor_name_or_path "
             f"({type(error).__name__}: {error})"
         ) from error

@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import transformers
@@ -22,8 +23,8 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 from transformers import AutoConfig, PreTrainedModel, Trainer, set_seed
 
+from ..conversion import CONVERSION_TARGETS
 from ..data.benchmarks import (
-    AnnotationFileError,
     BadRecordLog,
     BenchmarkDataError,
     BenchmarkDataset,
@@ -31,7 +32,9 @@ from ..data.benchmarks import (
 )
 from ..data.images import BadSampleError
 from ..data.transforms import eval_transform, finetune_train_transform
+from ..errors import CCLMUserError
 from ..evaluation import build_metrics, combine_seeds, mean_and_std, write_metrics
+from ..model_card import ModelCardError, write_folder_card
 from .arguments import BenchmarkArguments, FinetuningTrainingArguments, ModelArguments, parse_benchmark_arguments
 from .data import RunData, RunPlan, load_run_data, plan_runs
 from .modeling import load_processor, load_task_model, text_capacity
@@ -42,8 +45,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["BAD_INPUT_ERRORS", "BenchmarkFamily", "RunContext", "run_benchmark"]
 
-# What bad input raises; anything else is a bug and keeps its traceback.
-BAD_INPUT_ERRORS = (BenchmarkDataError, AnnotationFileError, BadSampleError)
+# What bad input raises (benchmark files, MODEL, arguments); anything else is a bug and keeps its traceback.
+BAD_INPUT_ERRORS = (CCLMUserError, BadSampleError)
 
 
 @dataclass
@@ -101,16 +104,15 @@ class BenchmarkFamily:
 
     Attributes:
         name: The family of `TaskSpec.family` (`retrieval`, `xvnli`, `vqa`, `nlvr`).
-        model_class: The task head.
+        head: The task head, a `cclm_hf.conversion.CONVERSION_TARGETS` name (`retrieval`, `classification`, `nlvr`,
+            `vqa`); its new parameters (`model.new_parameters()`) train at twice the learning rate.
         extra_arguments: Further `HfArgumentParser` dataclasses of the family.
-        new_parameter_patterns: The head's new parameters (twice the learning rate).
         metric_names: The metrics of a test set, as `test` returns them.
     """
 
     name: str
-    model_class: type[PreTrainedModel]
+    head: str
     extra_arguments: tuple[type, ...] = ()
-    new_parameter_patterns: tuple[str, ...] = ()
     metric_names: tuple[str, ...] = ()
 
     def model_kwargs(self, spec: TaskSpec) -> dict[str, Any]:
@@ -175,7 +177,7 @@ def _skipped_while_training(trainer: Trainer) -> dict[str, int]:
 
 def _warn_unless_fine_tuned(family: BenchmarkFamily, model_name_or_path: str) -> None:
     architectures = getattr(AutoConfig.from_pretrained(model_name_or_path), "architectures", None) or []
-    if family.model_class.__name__ not in architectures:
+    if CONVERSION_TARGETS[family.head].model_class.__name__ not in architectures:
         logger.warning(
             "Few-shot training starts from the English-fine-tuned model of the task (the original protocol), but "
             "%s holds %s.",
@@ -220,12 +222,24 @@ def _run_seeds(family, spec, model_args, benchmark_args, family_args, training_a
         records.append(_run_seed(family, spec, model_args, benchmark_args, family_args, training_args, seed, seed_dir))
         if len(seeds) > 1 and PartialState().is_main_process:
             write_metrics(records[-1], seed_dir)
+            _write_model_card(seed_dir)
     record = records[0] if len(seeds) == 1 else combine_seeds(records, seeds)
     if PartialState().is_main_process:
         json_path, _ = write_metrics(record, output_dir)
         logger.info("Wrote %s and metrics.md", json_path)
+        _write_model_card(output_dir)
     PartialState().wait_for_everyone()
     return record
+
+
+def _write_model_card(folder: str) -> None:
+    """The model card (README.md) of a folder holding both a fine-tuned model and its metrics.json."""
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        return
+    try:
+        logger.info("Wrote the model card %s", write_folder_card(folder))
+    except ModelCardError as error:  # the run's results are written; a card can be made later with `cclm-hf card`
+        logger.warning("No model card for %s: %s", folder, error)
 
 
 def _run_seed(family, spec, model_args, benchmark_args, family_args, training_args, seed, output_dir):
@@ -251,7 +265,7 @@ def _run_seed(family, spec, model_args, benchmark_args, family_args, training_ar
         if benchmark_args.setting == "few_shot" and args.do_train:
             _warn_unless_fine_tuned(family, model_args.model_name_or_path)
         model = load_task_model(
-            family.model_class,
+            family.head,
             model_args.model_name_or_path,
             image_size=model_args.image_size,
             **family.model_kwargs(spec),
@@ -265,6 +279,8 @@ def _run_seed(family, spec, model_args, benchmark_args, family_args, training_ar
             logger.info("Fine-tuning on %s (%s)", ", ".join(plan.train_languages), plan.train_split)
             trainer.train()
             trainer.save_model(plan.output_dir)  # the selected (best) or last weights, with the processor
+            if trainer.is_world_process_zero():  # what the model card lists
+                Path(plan.output_dir, "training_args.json").write_text(args.to_json_string())
             skipped = _skipped_while_training(trainer)
             if skipped:
                 data.counts["train"]["skipped_while_training"] = skipped
@@ -286,4 +302,18 @@ def _run_seed(family, spec, model_args, benchmark_args, family_args, training_ar
         extra["train_languages"] = benchmark_args.train_languages
     if benchmark_args.setting == "few_shot":
         extra["num_shots"] = plans[0].shots
-    return build_metrics(spec.name, benchmark_args.setting, model_args.model_name_or_path, languages, counts, **extra)
+    setting = _reported_setting(spec, benchmark_args)
+    return build_metrics(spec.name, setting, model_args.model_name_or_path, languages, counts, **extra)
+
+
+def _reported_setting(spec: TaskSpec, args: BenchmarkArguments) -> str:
+    """The `setting` of metrics.json: the command line's, except that Multi30K / MSCOCO name their fine-tuning
+    protocol (`zero_shot`: English only, `single_language`, `all_language`), as the paper's table does."""
+    if args.setting != "zero_shot" or spec.train_language_choices == ("en",) or args.train_languages == "en":
+        return args.setting
+    languages = (
+        set(spec.train_language_choices) if args.train_languages == "all" else set(args.train_languages.split(","))
+    )
+    if languages == set(spec.train_language_choices):
+        return "all_language"
+    return "single_language" if len(languages) == 1 else args.setting

@@ -1,7 +1,7 @@
 """`Trainer` subclasses of the benchmark scripts.
 
 - [`CCLMFinetuningTrainer`]: the original optimizer (AdamW, no decay for biases and norms, the task's new head at
-  twice the learning rate, `lr_mult: 2`), and an optional separate collator for evaluation and prediction (the
+  twice the learning rate, `lr_mult: 2`; both read from the model), and an optional separate collator for evaluation and prediction (the
   original truncates training texts but not evaluation texts);
 - [`RetrievalTrainer`]: `evaluate()` runs the two-stage retrieval evaluation on the dev gallery instead of a loss loop,
   so that `eval_strategy`, `metric_for_best_model="r_mean"` and `load_best_model_at_end` select checkpoints as usual.
@@ -28,8 +28,8 @@ class CCLMFinetuningTrainer(Trainer):
     """A `Trainer` with the original fine-tuning optimizer groups.
 
     Args:
-        new_parameter_patterns: `fnmatch` patterns of the task's new parameters (XVNLI: `classifier.*`), trained at
-            `learning_rate * new_parameter_lr_multiplier`.
+        new_parameter_patterns: `fnmatch` patterns replacing the model's `new_parameters()` (the head's new
+            parameters, e.g. XVNLI's classifier), which train at `learning_rate * new_parameter_lr_multiplier`.
         eval_data_collator: Collator of evaluation / prediction batches (default: `data_collator`).
         prediction_ignore_keys: Model outputs left out of the gathered predictions (the towers' hidden states, which
             would otherwise be gathered for the whole test set) when `evaluate` / `predict` get no `ignore_keys`.
@@ -38,14 +38,14 @@ class CCLMFinetuningTrainer(Trainer):
     def __init__(
         self,
         *args: Any,
-        new_parameter_patterns: Iterable[str] = (),
+        new_parameter_patterns: Iterable[str] | None = None,
         new_parameter_lr_multiplier: float = 2.0,
         eval_data_collator: Callable | None = None,
         prediction_ignore_keys: Iterable[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.new_parameter_patterns = tuple(new_parameter_patterns)
+        self.new_parameter_patterns = None if new_parameter_patterns is None else tuple(new_parameter_patterns)
         self.new_parameter_lr_multiplier = new_parameter_lr_multiplier
         self.eval_data_collator = eval_data_collator
         self.prediction_ignore_keys = list(prediction_ignore_keys)

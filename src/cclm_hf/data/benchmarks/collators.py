@@ -54,8 +54,8 @@ class ImageTextCollator:
 class QuestionAnswerCollator:
     """VQA samples -> `pixel_values`, question `input_ids` / `attention_mask`, and for training the answers of all
     questions flattened (the original `vqa_collate_fn`): `answer_input_ids` / `answer_attention_mask`
-    (`<s> answer </s>`, padded to the longest), `answer_weights` `[total answers]` and `answer_counts` `[B]` (how many
-    answers belong to each question, in order).
+    (`<s> answer </s>`, padded to the longest), `answer_weights` `[total answers]` and `answers_per_question` `[B]`
+    (how many answers belong to each question, in order): the training inputs of `CCLMForQuestionAnswering`.
 
     Args:
         tokenizer: The XLM-R tokenizer.
@@ -82,5 +82,7 @@ class QuestionAnswerCollator:
             batch["answer_weights"] = torch.tensor(
                 [weight for sample in samples for weight in sample["weights"]], dtype=torch.float
             )
-            batch["answer_counts"] = torch.tensor([len(sample["answers"]) for sample in samples], dtype=torch.long)
+            batch["answers_per_question"] = torch.tensor(
+                [len(sample["answers"]) for sample in samples], dtype=torch.long
+            )
         return batch

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from ...errors import CCLMUserError
 from ..images import BadSampleError
 from ..readers import MALFORMED_RECORD, bad_sample
 
@@ -51,7 +52,7 @@ OnBadRecord = Callable[[BadSampleError], None]
 _ZIP_JUNK_PREFIXES = ("__MACOSX/",)
 
 
-class AnnotationFileError(ValueError):
+class AnnotationFileError(CCLMUserError, ValueError):
     """An annotation file is missing, unreadable as a whole, or stored in a way that cannot be read in place.
 
     Unlike a [`~cclm_hf.data.images.BadSampleError`] this concerns a whole file and is never skipped.

@@ -27,6 +27,7 @@ from typing import TypeVar
 
 import PIL.Image
 
+from ...errors import CCLMUserError
 from ..images import BadSampleError, load_image
 from ..readers import bad_sample
 
@@ -53,7 +54,7 @@ PROTOCOL_SKIPS = ("no_gold_label", "empty_caption")
 _MAX_LOGGED = 20
 
 
-class BenchmarkDataError(ValueError):
+class BenchmarkDataError(CCLMUserError, ValueError):
     """Bad benchmark input that stops a run: the message names the file, the record and the problem.
 
     Takes a single message argument so that it survives being re-raised from a DataLoader worker.
