@@ -21,7 +21,7 @@ import pytest
 from benchmark_fixtures import FLICKR_IDS, write_jsonl, xvnli_record
 from transformers import AutoModelForSequenceClassification, AutoModelForZeroShotImageClassification, AutoProcessor
 
-from cclm_hf import CCLMForImageTextRetrieval, CCLMForSequenceClassification
+from cclm_hf import CCLMForImagesAndTextClassification, CCLMForImageTextRetrieval, CCLMForSequenceClassification
 from cclm_hf.finetuning import TASKS
 from cclm_hf.model_card import validate_model_card
 
@@ -270,3 +270,25 @@ def test_two_processes_evaluate_every_sample_exactly_once(
     # 3 examples per language split over 2 processes: gathered without the padding duplicate
     assert {language: counts["examples"] for language, counts in xvnli["counts"].items()} == {"ar": 3, "fr": 3}
     assert xvnli["languages"] == {language: english_xvnli[1]["languages"][language] for language in ("ar", "fr")}
+
+
+def test_the_shared_runner_fits_a_two_image_family(benchmark_root, tiny_pretrained_folder, tmp_path):
+    # what examples/run_nlvr.py will be (the second part of issue 8): a family of a few lines
+    from cclm_hf.data.benchmarks import ImagePairDataset
+    from cclm_hf.finetuning import EntailmentFamily, read_nlvr_records, run_benchmark
+
+    class NLVRFamily(EntailmentFamily):
+        name, head, dataset_class = "nlvr", "nlvr", ImagePairDataset
+
+        def model_kwargs(self, spec):
+            return {}
+
+        def read(self, *args):
+            return read_nlvr_records(*args)
+
+    flags = ["--languages", "en,zh", "--do_train", "--do_predict", *TINY_TRAINING]
+    record = run_benchmark(NLVRFamily(), command("marvl", benchmark_root, tiny_pretrained_folder, tmp_path, *flags))
+    _check_record(record, "marvl", "zero_shot", ["en", "zh"], ("accuracy",))
+    assert record["counts"]["train"]["examples"] == 3 and record["counts"]["zh"]["examples"] == 3
+    # transformers has no Auto class for two-image statements: the class itself loads the folder
+    assert CCLMForImagesAndTextClassification.from_pretrained(tmp_path).config.images_per_text == 2

@@ -11,6 +11,7 @@ from transformers import EvalPrediction, Trainer
 from ..data.benchmarks import (
     XVNLI_LABELS,
     BadRecordLog,
+    BenchmarkDataset,
     EntailmentDataset,
     ImageTextCollator,
     RetrievalTrainDataset,
@@ -128,11 +129,14 @@ def _accuracy_of_logits(prediction: EvalPrediction) -> dict[str, float]:
 
 
 class EntailmentFamily(BenchmarkFamily):
-    """XVNLI: the premise image and the hypothesis -> 3 classes, cross-entropy; accuracy."""
+    """XVNLI: the premise image and the hypothesis -> 3 classes, cross-entropy; accuracy of the argmax, each test
+    sample predicted once (`Trainer.predict` gathers them from every process)."""
 
     name = "xvnli"
     head = "classification"  # CCLMForSequenceClassification: the classifier (`cls_head`) is new
     metric_names = ("accuracy",)
+    # records -> samples; an NLVR family only changes this (ImagePairDataset), its head and its reader
+    dataset_class: type[BenchmarkDataset] = EntailmentDataset
 
     def model_kwargs(self, spec: TaskSpec) -> dict[str, Any]:
         return {
@@ -144,9 +148,9 @@ class EntailmentFamily(BenchmarkFamily):
     def read(self, spec, args, path, split, language, roots, log) -> list:
         return read_xvnli(path, roots["image_root"], max_words=args.max_words or spec.max_words, log=log)
 
-    def dataset(self, records: list, context: RunContext, train: bool) -> EntailmentDataset:
+    def dataset(self, records: list, context: RunContext, train: bool) -> BenchmarkDataset:
         transform = context.train_transform() if train else context.eval_transform()
-        return EntailmentDataset(
+        return self.dataset_class(
             records,
             transform,
             skip_bad_samples=train and context.benchmark_args.skip_bad_samples,

@@ -77,8 +77,10 @@ class RunContext:
 
     @property
     def max_tokens(self) -> int:
-        """Training token limit: the task's (or `--max_tokens`), within what the model can number."""
-        return min(self.benchmark_args.max_tokens or self.spec.max_tokens, text_capacity(self.model))
+        """Training token limit: the task's (or `--max_tokens`; none for NLVR2 / MaRVL, as the original), within what
+        the model can number."""
+        limit = self.benchmark_args.max_tokens or self.spec.max_tokens
+        return text_capacity(self.model) if limit is None else min(limit, text_capacity(self.model))
 
     @property
     def eval_max_tokens(self) -> int:

@@ -67,7 +67,7 @@ class TaskSpec:
         few_shot_languages: Languages with few-shot training splits; `default_shots` their IGLUE maximum.
         translate_test_languages: Languages with machine-translated test files.
         train_language_choices: Languages that can be trained on (`--train_languages`; Multi30K / MSCOCO protocols).
-        max_words: `pre_caption` word limit; `max_tokens` the training token limit.
+        max_words: `pre_caption` word limit; `max_tokens` the training token limit (`None`: the model's).
         k_test: ITM re-ranking candidates (retrieval).
         metric_for_best_model: Dev metric selecting the checkpoint.
         training_defaults: `TrainingArguments` defaults (zero-shot); `few_shot_defaults` override them in few-shot.
@@ -84,7 +84,7 @@ class TaskSpec:
     translate_test_languages: tuple[str, ...] = ()
     train_language_choices: tuple[str, ...] = ("en",)
     max_words: int = 30
-    max_tokens: int = 40
+    max_tokens: int | None = 40
     k_test: int = 128
     metric_for_best_model: str = "accuracy"
     training_defaults: dict[str, Any] = field(default_factory=dict)
@@ -255,6 +255,7 @@ TASKS: dict[str, TaskSpec] = {
                 "test": "iglue/datasets/nlvr2/annotations/test.jsonl",
             },
             image_roots={"image_root": "images/nlvr2"},
+            max_tokens=None,  # the original pads to the longest sentence of the batch, no limit
             training_defaults={"eval_delay": 7},
         ),
         TaskSpec(
@@ -273,6 +274,7 @@ TASKS: dict[str, TaskSpec] = {
             few_shot_languages=("id", "tr", "zh"),
             default_shots="10x2",
             translate_test_languages=("id", "sw", "ta", "tr", "zh"),
+            max_tokens=None,
             training_defaults={"eval_delay": 7},
         ),
     )
