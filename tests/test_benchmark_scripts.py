@@ -1,4 +1,5 @@
-"""`examples/run_retrieval.py` and `examples/run_xvnli.py` end to end on the benchmark fixtures (CPU, tiny model).
+"""The four benchmark scripts (`examples/run_retrieval.py`, `run_xvnli.py`, `run_nlvr.py`, `run_vqa.py`) end to end on
+the benchmark fixtures (CPU, tiny model).
 
 Most runs call the scripts' `main(argv)` in this process (the argv is exactly a command line); two subprocesses
 check what only a real launch shows: the last words of a run stopped by bad input, and two processes (`torchrun`)
@@ -19,9 +20,19 @@ from pathlib import Path
 
 import pytest
 from benchmark_fixtures import FLICKR_IDS, write_jsonl, xvnli_record
-from transformers import AutoModelForSequenceClassification, AutoModelForZeroShotImageClassification, AutoProcessor
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoModelForVisualQuestionAnswering,
+    AutoModelForZeroShotImageClassification,
+    AutoProcessor,
+)
 
-from cclm_hf import CCLMForImagesAndTextClassification, CCLMForImageTextRetrieval, CCLMForSequenceClassification
+from cclm_hf import (
+    CCLMForImagesAndTextClassification,
+    CCLMForImageTextRetrieval,
+    CCLMForQuestionAnswering,
+    CCLMForSequenceClassification,
+)
 from cclm_hf.finetuning import TASKS
 from cclm_hf.model_card import validate_model_card
 
@@ -272,23 +283,43 @@ def test_two_processes_evaluate_every_sample_exactly_once(
     assert xvnli["languages"] == {language: english_xvnli[1]["languages"][language] for language in ("ar", "fr")}
 
 
-def test_the_shared_runner_fits_a_two_image_family(benchmark_root, tiny_pretrained_folder, tmp_path):
-    # what examples/run_nlvr.py will be (the second part of issue 8): a family of a few lines
-    from cclm_hf.data.benchmarks import ImagePairDataset
-    from cclm_hf.finetuning import EntailmentFamily, read_nlvr_records, run_benchmark
+@pytest.fixture(scope="module")
+def run_nlvr():
+    return _load("run_nlvr").main
 
-    class NLVRFamily(EntailmentFamily):
-        name, head, dataset_class = "nlvr", "nlvr", ImagePairDataset
 
-        def model_kwargs(self, spec):
-            return {}
+@pytest.fixture(scope="module")
+def run_vqa():
+    return _load("run_vqa").main
 
-        def read(self, *args):
-            return read_nlvr_records(*args)
 
+def test_run_nlvr_on_marvl_and_nlvr2(run_nlvr, benchmark_root, tiny_pretrained_folder, tmp_path):
     flags = ["--languages", "en,zh", "--do_train", "--do_predict", *TINY_TRAINING]
-    record = run_benchmark(NLVRFamily(), command("marvl", benchmark_root, tiny_pretrained_folder, tmp_path, *flags))
+    record = run_nlvr(command("marvl", benchmark_root, tiny_pretrained_folder, tmp_path / "marvl", *flags))
     _check_record(record, "marvl", "zero_shot", ["en", "zh"], ("accuracy",))
     assert record["counts"]["train"]["examples"] == 3 and record["counts"]["zh"]["examples"] == 3
     # transformers has no Auto class for two-image statements: the class itself loads the folder
-    assert CCLMForImagesAndTextClassification.from_pretrained(tmp_path).config.images_per_text == 2
+    model = CCLMForImagesAndTextClassification.from_pretrained(tmp_path / "marvl")
+    layers = model.cclm.fusion_model.layers
+    assert model.config.images_per_text == 2 and len(layers) == 2
+    assert layers[1].crossattention.self.key.weight is layers[0].crossattention.self.key.weight
+    assert AutoProcessor.from_pretrained(tmp_path / "marvl") is not None
+    record = run_nlvr(command("nlvr2", benchmark_root, tiny_pretrained_folder, tmp_path / "nlvr2", "--do_predict"))
+    _check_record(record, "nlvr2", "zero_shot", ["en"], ("accuracy",))
+
+
+def test_run_vqa_on_xgqa_and_vqa(run_vqa, benchmark_root, tiny_pretrained_folder, tmp_path):
+    flags = ["--languages", "de,en", "--do_train", "--do_eval", "--do_predict", "--k_test", "3", *TINY_TRAINING]
+    record = run_vqa(command("xgqa", benchmark_root, tiny_pretrained_folder, tmp_path / "xgqa", *flags))
+    _check_record(record, "xgqa", "zero_shot", ["de", "en"], ("accuracy",))
+    assert record["counts"]["de"]["examples"] == 2
+    model = AutoModelForVisualQuestionAnswering.from_pretrained(tmp_path / "xgqa")
+    assert isinstance(model, CCLMForQuestionAnswering)
+    assert model.answer_head.decoder.weight is model.answer_embeddings.word_embeddings.weight
+
+    # VQA v2: the official accuracy on val; test-dev has no answers: the submission file instead
+    record = run_vqa(command("vqa", benchmark_root, tiny_pretrained_folder, tmp_path / "vqa", "--do_predict"))
+    assert record["task"] == "vqa" and list(record["languages"]) == ["en"]
+    submission = json.loads((tmp_path / "vqa" / "vqa_submission_en.json").read_text())
+    assert [entry["question_id"] for entry in submission] == [6000]
+    assert submission[0]["answer"] in {"yes", "no", "2", "red"}

@@ -87,8 +87,9 @@ class CCLMConfig(PreTrainedConfig):
             Images each text is fused with. 2 for NLVR2 / MaRVL ([`CCLMForImagesAndTextClassification`]): every
             fusion layer becomes a pair of layers, the first attending to the left image and the second to the
             right one, sharing their cross-attention key/value projections (the original's 18-layer stack).
-        num_answer_decoder_layers (`int`, *optional*, defaults to 6):
+        num_answer_decoder_layers (`int`, *optional*):
             Depth of the causal answer decoder of [`CCLMForQuestionAnswering`] (the original's `num_dec_layers`).
+            Defaults to the number of fusion layers (6 in CCLM), which the decoder starts from.
 
     Example:
 
@@ -109,7 +110,7 @@ class CCLMConfig(PreTrainedConfig):
     initializer_range: float = 0.02
     tie_word_embeddings: bool = True
     images_per_text: int = 1
-    num_answer_decoder_layers: int = 6
+    num_answer_decoder_layers: int | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -130,6 +131,8 @@ class CCLMConfig(PreTrainedConfig):
             )
         if self.images_per_text < 1:
             raise ValueError(f"images_per_text={self.images_per_text} must be at least 1")
+        if self.num_answer_decoder_layers is None:
+            self.num_answer_decoder_layers = self.text_config.num_fusion_layers
         if self.num_answer_decoder_layers < 1:
             raise ValueError(f"num_answer_decoder_layers={self.num_answer_decoder_layers} must be at least 1")
         last_stage = self.image_size // (self.vision_config.patch_size * 2 ** (len(self.vision_config.depths) - 1))

@@ -1,9 +1,11 @@
 """Fine-tuning and evaluation on the CCLM benchmarks: task specs, command line, data plans, trainers, runner.
 
-`examples/run_retrieval.py` and `examples/run_xvnli.py` are [`run_benchmark`] with a [`BenchmarkFamily`].
+Each of `examples/run_retrieval.py`, `run_xvnli.py`, `run_nlvr.py` and `run_vqa.py` is [`run_benchmark`] with a
+[`BenchmarkFamily`].
 """
 
 from .arguments import (
+    AnswerRankingArguments,
     BenchmarkArguments,
     FinetuningTrainingArguments,
     ModelArguments,
@@ -13,7 +15,9 @@ from .arguments import (
 from .data import RunData, RunPlan, image_roots, load_run_data, plan_runs
 from .families import (
     EntailmentFamily,
+    NLVRFamily,
     RetrievalFamily,
+    VQAFamily,
     read_nlvr_records,
     read_vqa_answer_list,
     read_vqa_records,
@@ -22,17 +26,20 @@ from .modeling import load_processor, load_task_model, text_capacity
 from .retrieval import GalleryEvaluator
 from .runner import BAD_INPUT_ERRORS, BenchmarkFamily, RunContext, run_benchmark
 from .tasks import SETTINGS, TASKS, TaskSpec, get_task
-from .trainer import CCLMFinetuningTrainer, RetrievalTrainer
+from .trainer import AnswerRankingTrainer, CCLMFinetuningTrainer, RetrievalTrainer
 
 
 __all__ = [
     "BAD_INPUT_ERRORS",
+    "AnswerRankingArguments",
+    "AnswerRankingTrainer",
     "SETTINGS",
     "TASKS",
     "BenchmarkArguments",
     "BenchmarkFamily",
     "CCLMFinetuningTrainer",
     "EntailmentFamily",
+    "NLVRFamily",
     "FinetuningTrainingArguments",
     "GalleryEvaluator",
     "ModelArguments",
@@ -43,6 +50,7 @@ __all__ = [
     "RunData",
     "RunPlan",
     "TaskSpec",
+    "VQAFamily",
     "get_task",
     "image_roots",
     "load_processor",

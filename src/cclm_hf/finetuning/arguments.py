@@ -128,6 +128,14 @@ class RetrievalArguments:
 
 
 @dataclass
+class AnswerRankingArguments:
+    k_test: int | None = field(
+        default=None,
+        metadata={"help": "Candidate answers kept by the first-token stage of the ranking (default 128)."},
+    )
+
+
+@dataclass
 class FinetuningTrainingArguments(TrainingArguments):
     """`TrainingArguments` whose evaluation / saving strategy follows `--do_train` / `--do_eval` (see the module)."""
 

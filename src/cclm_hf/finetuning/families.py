@@ -1,11 +1,13 @@
-"""The benchmark families of `examples/run_retrieval.py` and `examples/run_xvnli.py`, and the readers of the two
-others (`run_vqa.py`, `run_nlvr.py`, whose heads live elsewhere)."""
+"""The benchmark families of the four scripts: `examples/run_retrieval.py` ([`RetrievalFamily`]), `run_xvnli.py`
+([`EntailmentFamily`]), `run_nlvr.py` ([`NLVRFamily`]) and `run_vqa.py` ([`VQAFamily`])."""
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
+import torch
 from transformers import EvalPrediction, Trainer
 
 from ..data.benchmarks import (
@@ -13,7 +15,10 @@ from ..data.benchmarks import (
     BadRecordLog,
     BenchmarkDataset,
     EntailmentDataset,
+    ImagePairDataset,
     ImageTextCollator,
+    QuestionAnswerCollator,
+    QuestionAnswerDataset,
     RetrievalTrainDataset,
     build_gallery,
     read_answer_list,
@@ -28,18 +33,31 @@ from ..data.benchmarks import (
     read_xflickrco_jsonl,
     read_xvnli,
     training_pairs,
+    write_vqa_submission,
 )
 from ..data.benchmarks.vqa import EVAL_QUESTION_WORDS, TRAIN_QUESTION_WORDS
-from ..evaluation import accuracy
-from .arguments import BenchmarkArguments, RetrievalArguments
+from ..evaluation import accuracy, vqa_accuracy
+from ..modeling_cclm import CCLMAnswerCandidates
+from .arguments import AnswerRankingArguments, BenchmarkArguments, RetrievalArguments
 from .data import TRAIN_SPLITS
 from .retrieval import GalleryEvaluator
 from .runner import BenchmarkFamily, RunContext
 from .tasks import TaskSpec
-from .trainer import CCLMFinetuningTrainer, RetrievalTrainer
+from .trainer import AnswerRankingTrainer, CCLMFinetuningTrainer, RetrievalTrainer
 
 
-__all__ = ["EntailmentFamily", "RetrievalFamily", "read_nlvr_records", "read_vqa_answer_list", "read_vqa_records"]
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "EntailmentFamily",
+    "NLVRFamily",
+    "RetrievalFamily",
+    "VQAFamily",
+    "answer_scores",
+    "read_nlvr_records",
+    "read_vqa_answer_list",
+    "read_vqa_records",
+]
 
 # Outputs of the classification heads besides the logits (the towers' states): never gathered as predictions.
 TOWER_OUTPUTS = ("vision_model_output", "text_model_output", "fusion_model_output", "hidden_states", "attentions")
@@ -232,3 +250,112 @@ def read_nlvr_records(
     if ".jsonl" in name:
         return read_nlvr2_jsonl(path, nlvr2_root, max_words=max_words, log=log)
     return read_nlvr_json(path, nlvr2_root, max_words=max_words, log=log)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# NLVR2 / MaRVL and VQA / xGQA
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class NLVRFamily(EntailmentFamily):
+    """NLVR2 / MaRVL: a statement about a left and a right image -> true / false, through the paired fusion layers
+    (`CCLMForImagesAndTextClassification`; from a pre-training model each fusion layer starts as both layers of its
+    pair), cross-entropy; accuracy. The original neither truncates the statements nor protects "left" / "right"
+    from the training flips."""
+
+    name = "nlvr"
+    head = "nlvr"
+    dataset_class = ImagePairDataset
+
+    def model_kwargs(self, spec: TaskSpec) -> dict[str, Any]:
+        return {"num_labels": 2, "id2label": {0: "False", 1: "True"}, "label2id": {"False": 0, "True": 1}}
+
+    def read(self, spec, args, path, split, language, roots, log) -> list:
+        return read_nlvr_records(spec, args, path, split, language, roots, log)
+
+
+class _IndexedQuestions(QuestionAnswerDataset):
+    """Evaluation samples that also carry their index in the dataset (`labels`), to find their record again."""
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {**super().__getitem__(index), "labels": index}
+
+
+class _IndexedQuestionCollator(QuestionAnswerCollator):
+    def __call__(self, samples):
+        return {**super().__call__(samples), "labels": torch.tensor([sample["labels"] for sample in samples])}
+
+
+def answer_scores(records: list, answers: list[str]) -> list[float]:
+    """Per question: VQA v2's accuracy against the annotators' answers, or (GQA / xGQA) exact match with the first
+    answer of the record, as the original scores them."""
+    scores = []
+    for record, answer in zip(records, answers, strict=True):
+        if record.annotator_answers:
+            scores.append(vqa_accuracy(answer, record.annotator_answers))
+        else:
+            scores.append(float(answer == next(iter(record.answers))))
+    return scores
+
+
+class VQAFamily(BenchmarkFamily):
+    """xGQA (GQA, IGLUE) and VQA v2: the answer decoder's loss (each answer's summed NLL times its weight) with the
+    careful flip; evaluation ranks the candidate answer list (first-token top-`k_test`, then full likelihood).
+    xGQA: accuracy (exact match); VQA v2: the official accuracy, and for test files without answers (test-dev)
+    the submission file `OUT/vqa_submission_<lang>.json`."""
+
+    name = "vqa"
+    head = "vqa"
+    extra_arguments = (AnswerRankingArguments,)
+    metric_names = ("accuracy",)
+
+    def read(self, spec, args, path, split, language, roots, log) -> list:
+        return read_vqa_records(spec, args, path, split, language, roots, log)
+
+    def dataset(self, records: list, context: RunContext, train: bool) -> QuestionAnswerDataset:
+        kind = QuestionAnswerDataset if train else _IndexedQuestions
+        transform = context.train_transform(horizontal_flip=False) if train else context.eval_transform()
+        return kind(
+            records,
+            transform,
+            careful_flip=train,
+            skip_bad_samples=train and context.benchmark_args.skip_bad_samples,
+            name=f"{context.spec.name} {'train' if train else 'evaluation'}",
+        )
+
+    def build_trainer(self, context: RunContext) -> Trainer:
+        candidates = CCLMAnswerCandidates.from_answers(
+            context.tokenizer, read_vqa_answer_list(context.spec, context.benchmark_args)
+        )
+        return AnswerRankingTrainer(
+            model=context.model,
+            args=context.training_args,
+            train_dataset=self.dataset(context.data.train, context, True) if context.data.train else None,
+            eval_dataset=self.dataset(context.data.dev, context, False) if context.data.dev else None,
+            data_collator=QuestionAnswerCollator(context.tokenizer, context.max_tokens),
+            eval_data_collator=_IndexedQuestionCollator(context.tokenizer, None, with_answers=False),
+            processing_class=context.processor,
+            candidates=candidates,
+            score=answer_scores,
+            k_test=context.family_args[0].k_test or context.spec.k_test,
+        )
+
+    def test(self, trainer: AnswerRankingTrainer, context: RunContext) -> dict[str, dict[str, float]]:
+        results = {}
+        for language, records in context.data.tests.items():
+            answers = trainer.predict_answers(self.dataset(records, context, False), f"test_{language}")
+            if all(record.answers or record.annotator_answers for record in records):
+                scores = answer_scores(records, answers)
+                results[language] = {"accuracy": sum(scores) / len(scores)}
+                continue
+            # no answers in the file (VQA v2 test-dev / test-std): the file the evaluation server scores
+            path = os.path.join(context.plan.output_dir, f"vqa_submission_{language}.json")
+            if trainer.is_world_process_zero():
+                write_vqa_submission(
+                    [(record.question_id, answer) for record, answer in zip(records, answers, strict=True)],
+                    path,
+                    expected_question_ids=[record.question_id for record in records],
+                )
+                logger.info("Wrote the VQA submission file %s (%d questions)", path, len(records))
+            results[language] = {}
+        return results
