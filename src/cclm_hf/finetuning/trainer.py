@@ -22,13 +22,13 @@ from transformers import Trainer
 
 from ..data.benchmarks import RetrievalGallery
 from ..modeling_cclm import CCLMAnswerCandidates
-from ..training import create_pretraining_optimizer
+from ..training import OriginalOptimizerMixin
 
 
 __all__ = ["AnswerRankingTrainer", "CCLMFinetuningTrainer", "RetrievalTrainer"]
 
 
-class CCLMFinetuningTrainer(Trainer):
+class CCLMFinetuningTrainer(OriginalOptimizerMixin, Trainer):
     """A `Trainer` with the original fine-tuning optimizer groups.
 
     Args:
@@ -57,19 +57,6 @@ class CCLMFinetuningTrainer(Trainer):
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         ignore_keys = self.prediction_ignore_keys if ignore_keys is None else ignore_keys
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
-
-    def create_optimizer(self, model=None):
-        if self.optimizer is None:
-            self.optimizer = create_pretraining_optimizer(
-                self.model,
-                learning_rate=self.args.learning_rate,
-                weight_decay=self.args.weight_decay,
-                betas=(self.args.adam_beta1, self.args.adam_beta2),
-                eps=self.args.adam_epsilon,
-                new_parameter_patterns=self.new_parameter_patterns,
-                new_parameter_lr_multiplier=self.new_parameter_lr_multiplier,
-            )
-        return self.optimizer
 
     @contextmanager
     def _evaluation_collator(self):

@@ -8,6 +8,7 @@ from .trainer import (
     CCLMPretrainingTrainer,
     CheckpointCompleteCallback,
     JsonLinesLogger,
+    OriginalOptimizerMixin,
     last_complete_checkpoint,
 )
 
@@ -17,6 +18,7 @@ __all__ = [
     "CCLMPretrainingTrainer",
     "CheckpointCompleteCallback",
     "JsonLinesLogger",
+    "OriginalOptimizerMixin",
     "PretrainingSchedule",
     "create_pretraining_optimizer",
     "init_text_from_xlm_roberta",

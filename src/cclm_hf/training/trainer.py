@@ -72,7 +72,29 @@ class CheckpointCompleteCallback(TrainerCallback):
             os.replace(staging, folder / CHECKPOINT_COMPLETE_MARKER)
 
 
-class CCLMPretrainingTrainer(Trainer):
+class OriginalOptimizerMixin:
+    """`Trainer.create_optimizer` with the original AdamW groups, read from the model (`no_weight_decay()`,
+    `new_parameters()`, or `self.new_parameter_patterns` instead of the latter), new parameters at
+    `self.new_parameter_lr_multiplier` times the learning rate; pre-training and fine-tuning trainers share it."""
+
+    new_parameter_patterns: tuple[str, ...] | None = None
+    new_parameter_lr_multiplier: float = 2.0
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            self.optimizer = create_pretraining_optimizer(
+                self.model,
+                learning_rate=self.args.learning_rate,
+                weight_decay=self.args.weight_decay,
+                betas=(self.args.adam_beta1, self.args.adam_beta2),
+                eps=self.args.adam_epsilon,
+                new_parameter_patterns=self.new_parameter_patterns,
+                new_parameter_lr_multiplier=self.new_parameter_lr_multiplier,
+            )
+        return self.optimizer
+
+
+class CCLMPretrainingTrainer(OriginalOptimizerMixin, Trainer):
     """Trains `CCLMForPreTraining` on a `PretrainingSchedule`.
 
     - one optimizer step per scheduled batch (or per summed pair of batches); the step type is part of the item;
@@ -104,19 +126,6 @@ class CCLMPretrainingTrainer(Trainer):
     def get_train_dataloader(self) -> DataLoader:
         # the schedule yields whole batches, already sharded per process: no re-batching, no accelerate sharding
         return DataLoader(self.train_dataset, batch_size=None, num_workers=0)
-
-    def create_optimizer(self, model=None):
-        if self.optimizer is None:
-            self.optimizer = create_pretraining_optimizer(
-                self.model,
-                learning_rate=self.args.learning_rate,
-                weight_decay=self.args.weight_decay,
-                betas=(self.args.adam_beta1, self.args.adam_beta2),
-                eps=self.args.adam_epsilon,
-                new_parameter_patterns=self.new_parameter_patterns,
-                new_parameter_lr_multiplier=self.new_parameter_lr_multiplier,
-            )
-        return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         step_type = inputs.pop("step_type")
