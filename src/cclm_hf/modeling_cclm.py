@@ -13,6 +13,7 @@ from transformers import initialization as init
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling, SequenceClassifierOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.swin.modeling_swin import SwinEmbeddings, SwinRelativePositionBias
 from transformers.models.xlm_roberta.modeling_xlm_roberta import (
     XLMRobertaAttention,
@@ -20,6 +21,7 @@ from transformers.models.xlm_roberta.modeling_xlm_roberta import (
     XLMRobertaLayer,
     XLMRobertaLMHead,
     XLMRobertaOutput,
+    eager_attention_forward,
 )
 from transformers.utils import ModelOutput, logging
 
@@ -218,16 +220,51 @@ class CCLMFusionLayer(GradientCheckpointingLayer):
         attention_mask: torch.Tensor | None,
         encoder_hidden_states: torch.Tensor | None,
         encoder_attention_mask: torch.Tensor | None,
+        cross_attention_key_value: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         hidden_states, _ = self.attention(hidden_states, attention_mask)
+        if cross_attention_key_value is not None:
+            hidden_states = self._cross_attend(hidden_states, cross_attention_key_value, encoder_attention_mask)
         # without another view (e.g. translation-LM batches) the layer is a plain encoder layer, as in the original
-        if encoder_hidden_states is not None:
+        elif encoder_hidden_states is not None:
             hidden_states, _ = self.crossattention(
                 hidden_states,
                 encoder_hidden_states=encoder_hidden_states,
                 encoder_attention_mask=encoder_attention_mask,
             )
         return self.output(self.intermediate(hidden_states), hidden_states)
+
+    def project_cross_attention(self, encoder_hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-attention `(key, value)`, each `[N, num_heads, Lv, head_dim]`, of the other view's states."""
+        attention = self.crossattention.self
+        shape = (*encoder_hidden_states.shape[:-1], -1, attention.attention_head_size)
+        key = attention.key(encoder_hidden_states).view(shape).transpose(1, 2)
+        value = attention.value(encoder_hidden_states).view(shape).transpose(1, 2)
+        return key, value
+
+    def _cross_attend(
+        self,
+        hidden_states: torch.Tensor,
+        key_value: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        # `XLMRobertaCrossAttention` always projects its keys/values; re-ranking reuses one view's projections for
+        # every text paired with it, so the query side of that module is run here on given keys/values.
+        attention = self.crossattention.self
+        shape = (*hidden_states.shape[:-1], -1, attention.attention_head_size)
+        query = attention.query(hidden_states).view(shape).transpose(1, 2)
+        attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+            attention.config._attn_implementation, eager_attention_forward
+        )
+        attended, _ = attention_interface(
+            attention,
+            query,
+            *key_value,
+            attention_mask,
+            dropout=attention.dropout.p if self.training else 0.0,
+            scaling=attention.scaling,
+        )
+        return self.crossattention.output(attended.reshape(*hidden_states.shape[:-1], -1).contiguous(), hidden_states)
 
 
 class CCLMTextEncoder(nn.Module):
@@ -268,20 +305,26 @@ class CCLMFusionEncoder(nn.Module):
         attention_mask: torch.Tensor | None,
         encoder_hidden_states: torch.Tensor | None,
         encoder_attention_mask: torch.Tensor | None = None,
+        cross_attention_key_values: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None,
     ) -> BaseModelOutput:
         self_mask = create_bidirectional_mask(
             config=self.config, inputs_embeds=hidden_states, attention_mask=attention_mask
         )
+        # the mask only needs the view's batch size, length and dtype, which a key tensor `[N, heads, Lv, d]` has too
+        view = encoder_hidden_states
+        if cross_attention_key_values is not None:
+            view = cross_attention_key_values[0][0][:, 0]
         cross_mask = None
-        if encoder_hidden_states is not None:
+        if view is not None:
             cross_mask = create_bidirectional_mask(
                 config=self.config,
                 inputs_embeds=hidden_states,
                 attention_mask=encoder_attention_mask,
-                encoder_hidden_states=encoder_hidden_states,
+                encoder_hidden_states=view,
             )
-        for layer in self.layers:
-            hidden_states = layer(hidden_states, self_mask, encoder_hidden_states, cross_mask)
+        key_values = cross_attention_key_values or (None,) * len(self.layers)
+        for layer, key_value in zip(self.layers, key_values, strict=True):
+            hidden_states = layer(hidden_states, self_mask, encoder_hidden_states, cross_mask, key_value)
         return BaseModelOutput(last_hidden_state=hidden_states)
 
 
@@ -409,12 +452,24 @@ class CCLMModel(CCLMPreTrainedModel):
             last_hidden_state=text_states, pooler_output=self.text_projection(text_states[:, 0])
         )
 
+    def precompute_cross_attention(
+        self, encoder_hidden_states: torch.Tensor
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+        """The cross-attention `(key, value)` projections of a view, one pair per fusion layer.
+
+        Each is `[N, num_heads, Lv, head_dim]`. Index them to the text batch and pass them as
+        `fuse_views(..., cross_attention_key_values=...)` to fuse several texts with one view without projecting it
+        again for each text.
+        """
+        return tuple(layer.project_cross_attention(encoder_hidden_states) for layer in self.fusion_model.layers)
+
     def fuse_views(
         self,
         text_hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None,
-        encoder_hidden_states: torch.Tensor | None,
+        encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
+        cross_attention_key_values: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None,
     ) -> BaseModelOutput:
         """Run the fusion layers.
 
@@ -425,11 +480,20 @@ class CCLMModel(CCLMPreTrainedModel):
                 `get_image_features`, or another sentence's text-only states. `None` skips the cross-attention (the
                 layers then continue the text encoder, as for translation-LM batches).
             encoder_attention_mask: `[B, N]` mask of the other view; `None` attends to every position.
+            cross_attention_key_values: the view's projections from `precompute_cross_attention`, row `b` of every
+                key/value belonging to text `b`; used instead of projecting `encoder_hidden_states` (which may then
+                be `None`), with the same result.
 
         Returns:
             `last_hidden_state` `[B, L, hidden]`; position 0 is the fused `<s>` state the heads read.
         """
-        return self.fusion_model(text_hidden_states, attention_mask, encoder_hidden_states, encoder_attention_mask)
+        return self.fusion_model(
+            text_hidden_states,
+            attention_mask,
+            encoder_hidden_states,
+            encoder_attention_mask,
+            cross_attention_key_values,
+        )
 
     def forward(
         self,
