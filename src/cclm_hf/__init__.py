@@ -50,6 +50,9 @@ CCLMForImageTextRetrieval.register_for_auto_class("AutoModelForZeroShotImageClas
 CCLMImageProcessor.register_for_auto_class("AutoImageProcessor")
 CCLMProcessor.register_for_auto_class("AutoProcessor")
 
+# registers the "image-text-retrieval" pipeline task
+from . import pipelines  # noqa: E402, F401
+
 __all__ = [
     "CCLM_PRESETS",
     "CCLMConfig",
