@@ -154,7 +154,9 @@ def test_itm_scores_fuse_each_pair_once_and_project_each_image_once(monkeypatch)
     monkeypatch.setattr(model.cclm, "fuse_views", counting_fuse)
     image_to_text, text_to_image = itm_rerank(model, images, texts, k=3, batch_size=1000)
     candidates = (image_to_text != -100) | (text_to_image != -100).t()
-    assert sum(fused_rows) == int(candidates.sum()) < int((image_to_text != -100).sum() + (text_to_image != -100).sum())
+    assert (
+        sum(fused_rows) == int(candidates.sum()) < int((image_to_text != -100).sum() + (text_to_image != -100).sum())
+    )
     assert projected_rows == [4]  # one chunk: each image's keys/values once
     assert max(fused_columns) == 7 and min(fused_columns) < 7  # texts fused in groups of similar length
 

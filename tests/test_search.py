@@ -98,7 +98,10 @@ def assert_hits_match(hits_per_query, expected, ids):
     for hits, reference in zip(hits_per_query, expected, strict=True):
         assert [hit.id for hit in hits] == [ids[item] for item, _ in reference]
         torch.testing.assert_close(
-            torch.tensor([hit.score for hit in hits]), torch.tensor([score for _, score in reference]), atol=1e-5, rtol=0
+            torch.tensor([hit.score for hit in hits]),
+            torch.tensor([score for _, score in reference]),
+            atol=1e-5,
+            rtol=0,
         )
 
 
@@ -274,8 +277,6 @@ def test_empty_queries_large_k_and_bad_arguments(model, processor, images_dir, c
         index.search("ein Hund", k=5, rerank="itm", rerank_k=2)
     with pytest.raises(ValueError, match="rerank must be"):
         index.search("ein Hund", rerank="bm25")
-    with pytest.raises(ValueError, match="needs a model with the matching head"):
-        CCLMIndex.from_folder(model.cclm, processor, images_dir).search("ein Hund", rerank="itm")
     with pytest.raises(ValueError, match="empty"):
         CCLMIndex.create(model, processor).search("ein Hund")
     with pytest.raises(ValueError, match="training mode"):
@@ -298,7 +299,9 @@ def model_dir(tmp_path_factory, model, processor):
 def test_command_line_build_and_search(model, processor, model_dir, images_dir, tmp_path, capsys):
     (images_dir / "broken.png").write_bytes(b"nope")
     index_dir = tmp_path / "index"
-    assert main(["index", "build", str(images_dir), str(index_dir), "--model", str(model_dir), "--on-error", "skip"]) == 0
+    assert (
+        main(["index", "build", str(images_dir), str(index_dir), "--model", str(model_dir), "--on-error", "skip"]) == 0
+    )
     output = capsys.readouterr().out
     assert "skipped broken.png" in output and f"{NUM_IMAGES} images ({NUM_IMAGES} added" in output
 
@@ -319,6 +322,19 @@ def test_command_line_build_and_search(model, processor, model_dir, images_dir, 
     assert main(arguments) == 0  # the table
     table = capsys.readouterr().out
     assert f"query: {QUERIES[0]}" in table and expected[0][0].id in table
+
+
+def test_a_folder_without_the_matching_head_loads_without_it(model, processor, images_dir, tmp_path):
+    from cclm_hf.search.loading import load_model_and_processor
+
+    model.cclm.save_pretrained(tmp_path / "base")
+    processor.save_pretrained(tmp_path / "base")
+    loaded, _ = load_model_and_processor(tmp_path / "base", device="cpu")
+    assert type(loaded) is CCLMModel  # not a retrieval model with a random matching head
+    index = CCLMIndex.from_folder(loaded, processor, images_dir)
+    assert index.search("ein Hund", k=2) == CCLMIndex.from_folder(model, processor, images_dir).search("ein Hund", k=2)
+    with pytest.raises(ValueError, match="needs a model with the matching head"):
+        index.search("ein Hund", rerank="itm")
 
 
 def test_image_text_retrieval_pipeline(model, processor, model_dir, images_dir, multilingual_captions):

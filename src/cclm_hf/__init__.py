@@ -53,6 +53,7 @@ CCLMProcessor.register_for_auto_class("AutoProcessor")
 # registers the "image-text-retrieval" pipeline task
 from . import pipelines  # noqa: E402, F401
 
+
 __all__ = [
     "CCLM_PRESETS",
     "CCLMConfig",

@@ -213,9 +213,7 @@ def _run_search(args: argparse.Namespace) -> None:
     from .search.report import format_results_table, results_as_records, write_results_html
 
     index = open_index(args.index_dir, args.model, args.device)
-    results = index.search(
-        args.queries, k=args.k, rerank=args.rerank, rerank_k=args.rerank_k, backend=args.backend
-    )
+    results = index.search(args.queries, k=args.k, rerank=args.rerank, rerank_k=args.rerank_k, backend=args.backend)
     if args.json:
         print(json.dumps(results_as_records(args.queries, results), ensure_ascii=False, indent=2))
     else:

@@ -38,7 +38,7 @@ from ..retrieval import EncodedImages, EncodedTexts, encode_images, encode_texts
 from .identity import check_model_identity, model_identity
 from .nearest import FaissFlatIndex, NearestBackend, top_k_torch
 from .sources import dataset_images, folder_images, listed_items
-from .store import SHARD_PATTERN, RowStore, Shard, read_shard, shard_path, write_shard
+from .store import SHARD_PATTERN, RowStore, Shard, next_shard_path, read_shard, write_shard
 
 
 logger = logging.getLogger(__name__)
@@ -201,8 +201,8 @@ class CCLMIndex:
         if (directory / INDEX_FILE).exists():
             raise FileExistsError(f"{str(directory)!r} already holds an index")
         directory.mkdir(parents=True, exist_ok=True)
-        for number, shard in enumerate(self._shards):
-            write_shard(shard_path(directory, number), shard.tensors, shard.ids, shard.texts)
+        for shard in self._shards:
+            write_shard(next_shard_path(directory), shard.tensors, shard.ids, shard.texts)
         self._write_index_file(directory)
 
     def _write_index_file(self, directory: Path) -> None:
@@ -357,15 +357,15 @@ class CCLMIndex:
         if isinstance(pairs, list):  # the progress bar's total
             total = len(pairs) - (sum(item_id in self._id_set for item_id, _ in pairs) if skip_existing else 0)
         new_pairs = self._new_pairs(pairs, skip_existing, report)
-        pending: list[tuple[list[str], dict[str, torch.Tensor], list[str] | None]] = []
+        pending: list[Shard] = []
         with tqdm(total=total, desc=f"indexing {self.kind}s", unit=self.kind) as progress:
             while batch := list(islice(new_pairs, batch_size)):
                 progress.update(len(batch))
-                encoded = self._encode_batch(batch, on_error, report)
-                if encoded is not None:
-                    pending.append(encoded)
-                    report.added += len(encoded[0])
-                if sum(len(batch_ids) for batch_ids, _, _ in pending) >= self.shard_size:
+                rows = self._encode_batch(batch, on_error, report)
+                if rows is not None:
+                    pending.append(rows)
+                    report.added += len(rows)
+                if sum(len(rows) for rows in pending) >= self.shard_size:
                     self._append(pending)
                     pending = []
         if pending:
@@ -392,14 +392,15 @@ class CCLMIndex:
             yield item_id, item
 
     @torch.no_grad()
-    def _encode_batch(
-        self, batch: list[tuple[str, Any]], on_error: OnError, report: AddReport
-    ) -> tuple[list[str], dict[str, torch.Tensor], list[str] | None] | None:
-        """`(ids, tensors in the storage dtype on the CPU, texts)` of one batch; `None` when nothing was readable."""
+    def _encode_batch(self, batch: list[tuple[str, Any]], on_error: OnError, report: AddReport) -> Shard | None:
+        """The rows of one batch (tensors in the storage dtype, on the CPU); `None` when nothing was readable."""
         storage = _STORAGE_DTYPES[self.settings["dtype"]]
         keep_states = self.settings["store_rerank_states"]
         if self.kind == "text":
-            texts = [str(text) for _, text in batch]
+            texts = [text for _, text in batch]
+            for item_id, text in batch:
+                if not isinstance(text, str):
+                    raise TypeError(f"caption {item_id!r} is a {type(text).__name__}, not a str")
             # stored captions share one length, so that any of them can be gathered together for re-ranking
             encoded = self._encode_texts(texts, padding="max_length", batch_size=len(texts))
             tensors = {"embeds": encoded.embeds}
@@ -427,7 +428,7 @@ class CCLMIndex:
             name: tensor.cpu() if tensor.dtype == torch.bool else tensor.to("cpu", storage)
             for name, tensor in tensors.items()
         }
-        return ids, tensors, texts
+        return Shard(None, tensors, ids, texts)
 
     def _encode_images(self, images: list[PIL.Image.Image]) -> EncodedImages:
         pixel_values = self.processor(images=images, return_tensors="pt")["pixel_values"]
@@ -445,14 +446,14 @@ class CCLMIndex:
             self._base_model, inputs["input_ids"], inputs["attention_mask"], batch_size, show_progress=False
         )
 
-    def _append(self, batches: list[tuple[list[str], dict[str, torch.Tensor], list[str] | None]]) -> None:
-        ids = [item_id for batch_ids, _, _ in batches for item_id in batch_ids]
-        tensors = {name: torch.cat([batch[1][name] for batch in batches]) for name in batches[0][1]}
-        texts = None if self.kind == "image" else [text for _, _, batch_texts in batches for text in batch_texts]
+    def _append(self, batches: list[Shard]) -> None:
+        ids = [item_id for batch in batches for item_id in batch.ids]
+        tensors = {name: torch.cat([batch.tensors[name] for batch in batches]) for name in batches[0].tensors}
+        texts = None if self.kind == "image" else [text for batch in batches for text in batch.texts]
         if self.directory is None:
             self._attach(Shard(None, tensors, ids, texts))
             return
-        path = shard_path(self.directory, len(self._shards))
+        path = next_shard_path(self.directory)
         write_shard(path, tensors, ids, texts)
         self._attach(read_shard(path))  # memory-mapped: the rows leave RAM
 
@@ -524,7 +525,7 @@ class CCLMIndex:
     @torch.no_grad()
     def search(
         self,
-        queries: str | PIL.Image.Image | Sequence[Any],
+        queries: str | os.PathLike | PIL.Image.Image | Sequence[Any],
         k: int = 10,
         rerank: RerankRule | None = None,
         rerank_k: int | None = None,
@@ -545,10 +546,10 @@ class CCLMIndex:
             rerank_k: stage-1 candidates per query that the matching head re-scores, at least `k`; default
                 `max(k, 128)` (128: CCLM's `k_test` for xFlickr&CO, WIT and Multi30K).
             batch_size: queries encoded at once.
-            chunk_size: query-candidate pairs fused at once by the matching head (bounds its memory).
+            chunk_size: query-candidate pairs the matching head gathers at once (bounds its memory).
             backend: stage-1 nearest neighbours with `"torch"` or `"faiss"`; both are exact.
         """
-        if isinstance(queries, (str, PIL.Image.Image)):
+        if isinstance(queries, (str, os.PathLike, PIL.Image.Image)):
             queries = [queries]
         queries = list(queries)
         if rerank not in (None, "itc", "itm", "itm+itc"):
@@ -589,7 +590,8 @@ class CCLMIndex:
                 scores = scores + similarity
         scores, order = scores.topk(k, dim=1)
         rows, similarity = candidates.gather(1, order), similarity.gather(1, order)
-        return [self._hits(*values) for values in zip(rows.tolist(), scores.tolist(), similarity.tolist())]
+        per_query = zip(rows.tolist(), scores.tolist(), similarity.tolist(), strict=True)
+        return [self._hits(*values) for values in per_query]
 
     def _encode_queries(self, queries: list[Any], batch_size: int) -> EncodedImages | EncodedTexts:
         if self.kind == "image":

@@ -29,7 +29,9 @@ def load_model_and_processor(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, loading_info = CCLMForImageTextRetrieval.from_pretrained(name_or_path, output_loading_info=True)
     if any(key.startswith("itm_head.") for key in loading_info["missing_keys"]):
-        logger.warning("%s has no matching-head weights: loaded without the head, searches cannot re-rank", name_or_path)
+        logger.warning(
+            "%s has no matching-head weights: loaded without the head, searches cannot re-rank", name_or_path
+        )
         model = CCLMModel.from_pretrained(name_or_path)
     processor = AutoProcessor.from_pretrained(name_or_path)
     return model.to(device).eval(), processor

@@ -53,7 +53,7 @@ def write_results_html(
             picture = f'<img src="{thumbnail}" alt="{html.escape(hit.id)}">' if thumbnail else ""
             caption = f"<p>{html.escape(hit.text)}</p>" if hit.text is not None else ""
             cards.append(
-                f'<figure>{picture}<figcaption><b>#{rank}</b> {hit.score:.4f}<br><code>{html.escape(hit.id)}</code>'
+                f"<figure>{picture}<figcaption><b>#{rank}</b> {hit.score:.4f}<br><code>{html.escape(hit.id)}</code>"
                 f"</figcaption>{caption}</figure>"
             )
         sections.append(f"<section><h2>{html.escape(str(query))}</h2>{''.join(cards)}</section>")

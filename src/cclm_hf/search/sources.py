@@ -50,8 +50,9 @@ def dataset_images(dataset: Iterable[dict], image_column: str, id_column: str | 
     import datasets
 
     features = getattr(dataset, "features", None)
-    if features is not None and image_column not in features:
-        raise KeyError(f"the dataset has no column {image_column!r}; columns: {sorted(features)}")
+    for column in (image_column, id_column):
+        if features is not None and column is not None and column not in features:
+            raise KeyError(f"the dataset has no column {column!r}; columns: {sorted(features)}")
     if features is not None and isinstance(features[image_column], datasets.Image):
         dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
     for row_number, row in enumerate(dataset):

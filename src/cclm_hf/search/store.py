@@ -36,9 +36,9 @@ _DTYPES = {
 
 @dataclass
 class Shard:
-    """The tensors of one shard file (memory-mapped) and the ids / texts of its rows."""
+    """Rows of an index: tensors (memory-mapped when read from `path`) and the ids / texts of the rows."""
 
-    path: Path
+    path: Path | None
     tensors: dict[str, torch.Tensor]
     ids: list[str]
     texts: list[str] | None = None
@@ -47,8 +47,10 @@ class Shard:
         return len(self.ids)
 
 
-def shard_path(directory: str | os.PathLike, number: int) -> Path:
-    return Path(directory) / f"shard-{number:05d}.safetensors"
+def next_shard_path(directory: str | os.PathLike) -> Path:
+    """`shard-NNNNN.safetensors`, numbered after the last shard in `directory` (never over an existing one)."""
+    numbers = [int(path.name.split("-")[1].split(".")[0]) for path in Path(directory).glob(SHARD_PATTERN)]
+    return Path(directory) / f"shard-{max(numbers, default=-1) + 1:05d}.safetensors"
 
 
 def write_shard(
