@@ -66,6 +66,10 @@ CCLMForQuestionAnswering.register_for_auto_class("AutoModelForVisualQuestionAnsw
 CCLMImageProcessor.register_for_auto_class("AutoImageProcessor")
 CCLMProcessor.register_for_auto_class("AutoProcessor")
 
+# registers the "image-text-retrieval" pipeline task
+from . import pipelines  # noqa: E402, F401
+
+
 __all__ = [
     "CCLM_PRESETS",
     "CCLMAnswerCandidates",

@@ -269,12 +269,102 @@ def _run_export_onnx(args: argparse.Namespace) -> None:
         print(f"{Path(args.output_dir) / graph.file}: {', '.join(graph.inputs)} -> {', '.join(graph.outputs)}{check}")
 
 
+def _add_search_parsers(subparsers: argparse._SubParsersAction) -> None:
+    index_parser = subparsers.add_parser("index", help="build a search index over a folder of images")
+    index_actions = index_parser.add_subparsers(dest="index_command", required=True)
+    build = index_actions.add_parser(
+        "build",
+        help="embed the images of a folder into an index directory (resumable)",
+        description="Embed every image file under IMAGES_DIR into INDEX_DIR (safetensors shards + index.json). Run "
+        "again with the same folders to resume an interrupted build or to add new images.",
+    )
+    build.add_argument("images_dir", help="folder of images (searched recursively)")
+    build.add_argument("index_dir", help="index directory (created; an existing index there is continued)")
+    build.add_argument("--model", required=True, help="CCLM model folder or Hub name (with its processor)")
+    build.add_argument("--batch-size", type=int, default=32)
+    build.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="storage dtype (default float32)")
+    build.add_argument(
+        "--no-rerank-states",
+        dest="store_rerank_states",
+        action="store_false",
+        default=None,
+        help="do not keep the image tokens for ITM re-ranking (smaller index; search without --rerank itm)",
+    )
+    build.add_argument(
+        "--on-error", choices=["raise", "skip"], default="raise", help="unreadable images: stop, or skip and count"
+    )
+    build.add_argument("--shard-size", type=int, default=1024, help="images per shard file")
+    build.add_argument("--device", help="torch device (default: cuda if available)")
+    build.set_defaults(func=_run_index_build)
+
+    search = subparsers.add_parser(
+        "search",
+        help="search an index with text queries in any language",
+        description="Print the best images of INDEX_DIR for each query: contrastive top-k, optionally re-ranked by "
+        "the matching head (--rerank itm: the CCLM paper's rule; itm+itc: LAVIS's).",
+    )
+    search.add_argument("index_dir")
+    search.add_argument("queries", nargs="+", help="text queries (image paths for a caption index)")
+    search.add_argument("--k", type=int, default=5, help="results per query")
+    search.add_argument("--rerank", choices=["itm", "itc", "itm+itc"], help="second-stage scoring rule")
+    search.add_argument(
+        "--rerank-k", type=int, help="candidates per query the matching head re-scores (default: max(k, 128))"
+    )
+    search.add_argument("--backend", choices=["torch", "faiss"], default="torch", help="exact nearest neighbours")
+    search.add_argument("--model", help="model to search with (default: the one recorded in the index)")
+    search.add_argument("--device", help="torch device (default: cuda if available)")
+    search.add_argument("--json", action="store_true", help="print the results as JSON")
+    search.add_argument("--html", metavar="OUT.html", help="also write a page with the top images as thumbnails")
+    search.set_defaults(func=_run_search)
+
+
+def _run_index_build(args: argparse.Namespace) -> None:
+    from .search.index import CCLMIndex
+    from .search.loading import load_model_and_processor
+
+    model, processor = load_model_and_processor(args.model, args.device)
+    index = CCLMIndex.create(
+        model,
+        processor,
+        "image",
+        args.index_dir,
+        dtype=args.dtype,
+        store_rerank_states=args.store_rerank_states,
+        shard_size=args.shard_size,
+    )
+    report = index.add_folder(args.images_dir, on_error=args.on_error, batch_size=args.batch_size)
+    for image_id, reason in report.skipped:
+        print(f"skipped {image_id}: {reason}")
+    print(
+        f"{args.index_dir}: {len(index)} images ({report.added} added, {report.already_indexed} already indexed, "
+        f"{len(report.skipped)} unreadable skipped)"
+    )
+
+
+def _run_search(args: argparse.Namespace) -> None:
+    import json
+
+    from .search.loading import open_index
+    from .search.report import format_results_table, results_as_records, write_results_html
+
+    index = open_index(args.index_dir, args.model, args.device)
+    results = index.search(args.queries, k=args.k, rerank=args.rerank, rerank_k=args.rerank_k, backend=args.backend)
+    if args.json:
+        print(json.dumps(results_as_records(args.queries, results), ensure_ascii=False, indent=2))
+    else:
+        print(format_results_table(args.queries, results))
+    if args.html:
+        write_results_html(args.html, args.queries, results, index)
+        print(f"wrote {args.html}", file=sys.stderr if args.json else sys.stdout)
+
+
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_convert_parser,
     _add_demo_parser,
     _add_push_parser,
     _add_card_parser,
     _add_export_parser,
+    _add_search_parsers,
 )
 
 
