@@ -3,6 +3,7 @@ one line naming the file, with a non-zero exit status and no traceback."""
 
 from __future__ import annotations
 
+import argparse
 import pickle
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from cclm_hf.cli import SUBCOMMANDS, build_parser
 from cclm_hf.cli import main as cli_main
 
 
-SUBCOMMAND_NAMES = ("convert", "demo", "push", "card", "export")
+SUBCOMMAND_NAMES = ("convert", "demo", "push", "card", "export", "index", "search")
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess:
@@ -28,10 +29,24 @@ def test_help_lists_every_subcommand():
     assert result.returncode == 0
     for name in SUBCOMMAND_NAMES:
         assert f"\n    {name} " in result.stdout, name
-    assert len(SUBCOMMANDS) == len(SUBCOMMAND_NAMES)
+    parsers = next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction))
+    assert sorted(parsers.choices) == sorted(SUBCOMMAND_NAMES) and len(SUBCOMMANDS) <= len(SUBCOMMAND_NAMES)
 
 
-@pytest.mark.parametrize("argv", [["convert"], ["demo"], ["push"], ["card"], ["export"], ["export", "onnx"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["convert"],
+        ["demo"],
+        ["push"],
+        ["card"],
+        ["export"],
+        ["export", "onnx"],
+        ["index"],
+        ["index", "build"],
+        ["search"],
+    ],
+)
 def test_each_subcommand_help_has_examples(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([*argv, "--help"])

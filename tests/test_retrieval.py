@@ -10,7 +10,8 @@ import torch
 from model_factories import random_batch, tiny_config
 
 from cclm_hf import CCLMForImageTextRetrieval
-from cclm_hf.retrieval import EncodedTexts, encode_images, encode_texts, itm_rerank, itm_scores, retrieval_recalls
+from cclm_hf.evaluation import retrieval_metrics
+from cclm_hf.retrieval import EncodedTexts, encode_images, encode_texts, itm_rerank, itm_scores
 
 
 def brute_force_recalls(image_to_text, text_to_image, text_image_ids):
@@ -36,7 +37,7 @@ def test_recalls_match_brute_force():
     text_image_ids[:num_images] = torch.arange(num_images)  # every image has a caption
     image_to_text = torch.randn(num_images, num_texts, generator=generator)
     text_to_image = torch.randn(num_texts, num_images, generator=generator)
-    metrics = retrieval_recalls(image_to_text, text_to_image, text_image_ids)
+    metrics = retrieval_metrics(image_to_text, text_to_image, text_image_ids)
     expected = brute_force_recalls(image_to_text, text_to_image, text_image_ids.tolist())
     for key, value in expected.items():
         assert abs(metrics[key] - value) < 1e-6, key  # float32 means
@@ -46,7 +47,7 @@ def test_recalls_match_brute_force():
 def test_perfect_scores_give_full_recall():
     text_image_ids = torch.tensor([0, 0, 1, 2, 2, 2])
     image_to_text = (text_image_ids[None, :] == torch.arange(3)[:, None]).float()
-    metrics = retrieval_recalls(image_to_text, image_to_text.t(), text_image_ids)
+    metrics = retrieval_metrics(image_to_text, image_to_text.t(), text_image_ids)
     assert metrics["r_mean"] == 1.0
 
 

@@ -270,13 +270,24 @@ def _run_export_onnx(args: argparse.Namespace) -> None:
 
 
 def _add_search_parsers(subparsers: argparse._SubParsersAction) -> None:
-    index_parser = subparsers.add_parser("index", help="build a search index over a folder of images")
+    index_parser = _command_parser(
+        subparsers,
+        "index",
+        help="build a search index over a folder of images",
+        description="Search indexes of images (see `cclm-hf index build --help`).",
+        examples="  cclm-hf index build photos/ photos.index --model out/cclm-4m\n",
+    )
     index_actions = index_parser.add_subparsers(dest="index_command", required=True)
-    build = index_actions.add_parser(
+    build = _command_parser(
+        index_actions,
         "build",
         help="embed the images of a folder into an index directory (resumable)",
         description="Embed every image file under IMAGES_DIR into INDEX_DIR (safetensors shards + index.json). Run "
         "again with the same folders to resume an interrupted build or to add new images.",
+        examples="""\
+  cclm-hf index build photos/ photos.index --model out/cclm-4m
+  cclm-hf index build photos/ photos.index --model out/cclm-4m --dtype float16 --on-error skip
+""",
     )
     build.add_argument("images_dir", help="folder of images (searched recursively)")
     build.add_argument("index_dir", help="index directory (created; an existing index there is continued)")
@@ -297,11 +308,17 @@ def _add_search_parsers(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--device", help="torch device (default: cuda if available)")
     build.set_defaults(func=_run_index_build)
 
-    search = subparsers.add_parser(
+    search = _command_parser(
+        subparsers,
         "search",
         help="search an index with text queries in any language",
         description="Print the best images of INDEX_DIR for each query: contrastive top-k, optionally re-ranked by "
         "the matching head (--rerank itm: the CCLM paper's rule; itm+itc: LAVIS's).",
+        examples="""\
+  cclm-hf search photos.index "a dog in the snow" --k 5 --rerank itm
+  cclm-hf search photos.index "ein Hund im Schnee" "一只在雪地里的狗" --json
+  cclm-hf search photos.index "un chien dans la neige" --html results.html
+""",
     )
     search.add_argument("index_dir")
     search.add_argument("queries", nargs="+", help="text queries (image paths for a caption index)")

@@ -7,7 +7,7 @@ numbers per language.
 
 Keys follow the `metrics.json` of the benchmark recipes: `(task, setting)`, then the paper's model, then
 `"average"` or a language, then the metric: `accuracy` (XVNLI, xGQA, MaRVL), `img_r1` / `txt_r1` (text->image "IR"
-and image->text "TR" recall@1, the names of `cclm_hf.retrieval.retrieval_recalls`), `r_mean` (mean of the six
+and image->text "TR" recall@1, the names of `cclm_hf.evaluation.retrieval_metrics`), `r_mean` (mean of the six
 recalls). Multi30K / MSCOCO settings: `zero_shot` (fine-tuned on English only), `single_language`, `all_language`.
 """
 

@@ -3,8 +3,8 @@
 1. every image and every text is encoded once; their cosine similarities rank all candidates;
 2. for each query only the top-`k` candidates are fused and scored with the ITM logit of class "match";
    every other candidate gets -100 (the original's fill value);
-3. recalls: an image query is answered when any of its captions is within the top `n` (`txt_r@n`), a caption query
-   when its image is (`img_r@n`); `r_mean` averages the six recalls at 1, 5 and 10.
+3. recalls (`cclm_hf.evaluation.retrieval_metrics`): an image query is answered when any of its captions is within the
+   top `n` (`txt_r@n`), a caption query when its image is (`img_r@n`); `r_mean` averages the six recalls.
 """
 
 from __future__ import annotations
@@ -156,35 +156,3 @@ def itm_rerank(
     text_to_image = torch.full((num_texts, num_images), -100.0, dtype=similarity.dtype, device=similarity.device)
     text_to_image[text_rows, images_of_text] = candidate_scores[texts_of_image.numel() :].view_as(images_of_text)
     return image_to_text, text_to_image
-
-
-def retrieval_recalls(
-    image_to_text: torch.Tensor, text_to_image: torch.Tensor, text_image_ids: torch.Tensor
-) -> dict[str, float]:
-    """Recall@1/5/10 both ways, as the original `itm_eval`.
-
-    Args:
-        image_to_text: `[N_images, N_texts]` scores of every caption for every image query.
-        text_to_image: `[N_texts, N_images]` scores of every image for every caption query.
-        text_image_ids: `[N_texts]` index of the image each caption describes.
-
-    Returns:
-        `txt_r1`, `txt_r5`, `txt_r10` (image queries), `img_r1`, ... (caption queries), `txt_r_mean`,
-        `img_r_mean`, `r_mean`, as fractions in [0, 1].
-    """
-    text_image_ids = text_image_ids.to(image_to_text.device)
-    # rank of the best ground-truth caption of each image
-    order = image_to_text.argsort(dim=1, descending=True)
-    is_caption_of_query = text_image_ids[order] == torch.arange(len(order), device=order.device)[:, None]
-    image_query_rank = is_caption_of_query.float().argmax(dim=1)
-    # rank of the ground-truth image of each caption
-    order = text_to_image.argsort(dim=1, descending=True)
-    text_query_rank = (order == text_image_ids[:, None]).float().argmax(dim=1)
-
-    metrics = {}
-    for prefix, ranks in (("txt", image_query_rank), ("img", text_query_rank)):
-        for n in (1, 5, 10):
-            metrics[f"{prefix}_r{n}"] = (ranks < n).float().mean().item()
-        metrics[f"{prefix}_r_mean"] = sum(metrics[f"{prefix}_r{n}"] for n in (1, 5, 10)) / 3
-    metrics["r_mean"] = (metrics["txt_r_mean"] + metrics["img_r_mean"]) / 2
-    return metrics

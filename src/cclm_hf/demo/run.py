@@ -24,10 +24,11 @@ from ..configuration_cclm import CCLMConfig
 from ..data.pipeline import build_pretraining_schedule
 from ..data.readers import InMemoryReader
 from ..data.transforms import eval_transform
+from ..evaluation import retrieval_metrics
 from ..model_card import write_model_card
 from ..modeling_cclm import CCLMForImageTextRetrieval, CCLMForPreTraining
 from ..processing_cclm import CCLMProcessor
-from ..retrieval import encode_images, encode_texts, itm_rerank, retrieval_recalls
+from ..retrieval import encode_images, encode_texts, itm_rerank
 from ..tokenizer_training import train_xlm_roberta_tokenizer
 from ..training import CCLMPretrainingTrainer, JsonLinesLogger, PretrainingSchedule
 from . import shapes
@@ -130,9 +131,9 @@ def evaluate_gallery(
         tokens = processor(text=queries, padding=True, return_tensors="pt")
         texts = encode_texts(model.cclm, tokens["input_ids"], tokens["attention_mask"])
         similarity = images.embeds @ texts.embeds.t()
-        itc = retrieval_recalls(similarity, similarity.t(), text_image_ids)
+        itc = retrieval_metrics(similarity, similarity.t(), text_image_ids)
         image_to_text, text_to_image = itm_rerank(model, images, texts, k=itm_rerank_k)
-        itm = retrieval_recalls(image_to_text, text_to_image, text_image_ids)
+        itm = retrieval_metrics(image_to_text, text_to_image, text_image_ids)
         results[language] = {
             "t2i_r1": itc["img_r1"],
             "t2i_r5": itc["img_r5"],

@@ -6,8 +6,8 @@ Every metric is a fraction in [0, 1].
 candidate tied with others lands at an arbitrary place among them. Here ties are resolved *against* the query: the rank
 of a query is the number of wrong candidates scoring at least as high as its best gold candidate. A constant score
 matrix therefore gives R@1 = 0, not a lucky 1, and the entries the re-ranking leaves at -100 (outside the ITM top-k)
-never count as hits for recall levels within k. Without ties this equals the original's ranks and
-[`cclm_hf.retrieval.retrieval_recalls`].
+never count as hits for recall levels within k. Without ties this equals the original's ranks (tested against a
+brute-force ranking); the demo, the benchmark scripts and the search index all use these recalls.
 """
 
 from __future__ import annotations
