@@ -36,7 +36,7 @@ USED_WITHOUT_IMPORT = {
     "build": "tests/test_packaging.py builds the sdist and wheel",
     "twine": "tests/test_packaging.py checks them",
 }
-IMPORT_NAMES = {"pyyaml": "yaml", "pillow": "PIL", "huggingface-hub": "huggingface_hub"}
+IMPORT_NAMES = {"pyyaml": "yaml", "pillow": "PIL", "huggingface-hub": "huggingface_hub", "faiss-cpu": "faiss"}
 
 
 def _run(*command: str | Path, **kwargs) -> subprocess.CompletedProcess:
