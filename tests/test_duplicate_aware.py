@@ -97,3 +97,20 @@ def test_pretraining_losses_with_ids_match_brute_force():
     with torch.no_grad():
         without = model(input_ids, attention_mask, pixel_values=pixel_values)
     assert not math.isclose(without.itc_loss.item(), out.itc_loss.item(), rel_tol=1e-5)
+
+
+def test_each_stream_of_a_schedule_masks_with_its_own_random_sequence(tiny_tokenizer):
+    from cclm_hf.data.pipeline import build_pretraining_schedule
+
+    pairs = [{"source_text": "a dog", "target_text": "ein hund"}] * 4
+    schedule = build_pretraining_schedule(
+        tiny_tokenizer,
+        image_size=32,
+        patch_stride=16,
+        images=(InMemoryReader(image_records(range(4))), {"batch_size": 2}),
+        parallel_text=(InMemoryReader(pairs), {"batch_size": 2}),
+        augment=False,
+        seed=3,
+    )
+    seeds = {name: loader.collate_fn.generator.initial_seed() for name, loader in schedule.sources.items()}
+    assert set(seeds) == {"image", "parallel"} and seeds["image"] != seeds["parallel"]

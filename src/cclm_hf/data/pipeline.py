@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from ..training.schedule import PretrainingSchedule
 from .collators import ImageCaptionCollator, ParallelTextCollator, RegionCollator
 from .pretraining import BadSampleCounter, ImageCaptionStream, ParallelTextStream, RegionStream
-from .readers import RecordReader
+from .readers import RecordReader, epoch_seed
 from .transforms import eval_transform
 
 
@@ -100,6 +100,11 @@ def build_pretraining_schedule(
             dataset, batch_size=batch_size, collate_fn=collate_fn, num_workers=num_workers, drop_last=True
         )
 
+    def stream_seed(name: str) -> int:
+        # each collator's masking generator gets its own seed: with one seed for all, the streams' masks would be
+        # drawn from identical random sequences
+        return epoch_seed(seed, list(STREAM_DEFAULTS).index(name)) % 2**62
+
     def text_options(options):
         return {key: options[key] for key in ("max_tokens", "max_words", "max_masks")}
 
@@ -116,7 +121,7 @@ def build_pretraining_schedule(
             image_id_key=options["id_key"],
             **common,
         )
-        collate = ImageCaptionCollator(tokenizer, **text_options(options), seed=seed, rank=rank)
+        collate = ImageCaptionCollator(tokenizer, **text_options(options), seed=stream_seed("images"), rank=rank)
         sources["image_batches"] = loader(stream, options["batch_size"], collate)
     if regions is not None:
         reader, options = regions[0], _options("regions", regions[1])
@@ -131,13 +136,19 @@ def build_pretraining_schedule(
             augment=augment,
             **common,
         )
-        collate = RegionCollator(tokenizer, options["batch_size"], **text_options(options), seed=seed, rank=rank)
+        collate = RegionCollator(
+            tokenizer, options["batch_size"], **text_options(options), seed=stream_seed("regions"), rank=rank
+        )
         sources["region_batches"] = loader(stream, options["max_images"], collate)
     if parallel_text is not None:
         reader, options = parallel_text[0], _options("parallel_text", parallel_text[1])
         stream = ParallelTextStream(reader, max_words=options["max_words"], pair_id_key=options["id_key"], **common)
         collate = ParallelTextCollator(
-            tokenizer, **text_options(options), translation_lm=options["translation_lm"], seed=seed, rank=rank
+            tokenizer,
+            **text_options(options),
+            translation_lm=options["translation_lm"],
+            seed=stream_seed("parallel_text"),
+            rank=rank,
         )
         sources["parallel_batches"] = loader(stream, options["batch_size"], collate)
     return PretrainingSchedule(**sources, mode=mode, region_probability=region_probability, seed=seed)
