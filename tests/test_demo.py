@@ -58,5 +58,32 @@ def test_demo_command_line_documents_its_options():
     result = subprocess.run(
         [sys.executable, "-m", "cclm_hf.cli", "demo", "--help"], capture_output=True, text=True, check=True
     )
-    for option in ("--budget-s", "--no-parallel-text", "--output-dir"):
+    for option in ("--budget-s", "--no-parallel-text", "--no-concept-ids", "--output-dir"):
         assert option in result.stdout
+
+
+@pytest.mark.parametrize("concept_ids", [True, False])
+def test_demo_batches_carry_concept_ids_as_image_ids(concept_ids):
+    from cclm_hf.demo import shapes
+    from cclm_hf.demo.run import demo_model_config, demo_schedule
+    from cclm_hf.tokenizer_training import train_xlm_roberta_tokenizer
+
+    config = DemoConfig(batch_size=8, concept_ids=concept_ids)
+    tokenizer = train_xlm_roberta_tokenizer(shapes.tokenizer_corpus(0), whole_words=True)
+    pairs = shapes.pretraining_pairs(16, seed=0)
+    parallel = shapes.parallel_sentences(16, seed=0)
+    schedule = demo_schedule(config, tokenizer, demo_model_config(len(tokenizer)), pairs, parallel)
+    batches = iter(schedule)
+    for _ in range(4):
+        batch = next(batches)
+        if not concept_ids:
+            assert "image_ids" not in batch
+            continue
+        ids = batch["image_ids"].tolist()
+        assert len(ids) == 8 and all(0 <= i < shapes.NUM_CONCEPTS for i in ids)
+        # the ids are what the texts say: every id's concept is named in its English caption / sentence
+        texts = [batch["input_ids"]] + ([batch["input_ids_2"]] if "input_ids_2" in batch else [])
+        for row, concept_id in enumerate(ids):
+            concept = shapes.all_concepts()[concept_id]
+            decoded = [tokenizer.decode(tokens[row], skip_special_tokens=True) for tokens in texts]
+            assert any(concept.shape in text and concept.colour in text for text in decoded), (decoded, concept)

@@ -135,6 +135,12 @@ def _add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--no-parallel-text", dest="parallel_text", action="store_false", help="ablation: no parallel sentences"
     )
+    parser.add_argument(
+        "--no-concept-ids",
+        dest="concept_ids",
+        action="store_false",
+        help="the original's recipe: images of one concept count as each other's negatives",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.set_defaults(func=_run_demo)
@@ -147,6 +153,7 @@ def _run_demo(args: argparse.Namespace) -> None:
         output_dir=args.output_dir,
         budget_s=args.budget_s,
         parallel_text=args.parallel_text,
+        concept_ids=args.concept_ids,
         seed=args.seed,
         num_threads=args.threads,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ class DemoConfig:
     new_parameter_lr_multiplier: float = 2.0
     warmup_steps: int = 20
     itm_rerank_k: int = 16
+    concept_ids: bool = True
     num_threads: int | None = 2
 
 
@@ -71,11 +73,13 @@ def demo_schedule(
         return InMemoryReader(records, seed=config.seed, repeat=True, name=name)
 
     # demo texts are short: fewer masks per text than the original's 12 (captions) / 20 (parallel text)
+    # with `concept_ids`, the images (sentences) of one concept are positives of each other, never negatives
+    id_key = "concept" if config.concept_ids else None
     images = reader(shapes.image_caption_records(pairs), "images")
-    streams = {"images": (images, {"batch_size": config.batch_size, "max_masks": 6})}
+    streams = {"images": (images, {"batch_size": config.batch_size, "max_masks": 6, "id_key": id_key})}
     if parallel:
         sentences = reader(shapes.parallel_text_records(parallel), "parallel")
-        streams["parallel_text"] = (sentences, {"batch_size": config.batch_size, "max_masks": 8})
+        streams["parallel_text"] = (sentences, {"batch_size": config.batch_size, "max_masks": 8, "id_key": id_key})
     return build_pretraining_schedule(
         tokenizer,
         image_size=model_config.image_size,
@@ -169,8 +173,22 @@ def _plot(log_history: list[dict], metrics: dict[str, Any], output_dir: Path) ->
     plot_recall_per_language(metrics, output_dir / "recall_per_language.png", recalls, chance=1 / 192)
 
 
-def run_demo(config: DemoConfig) -> dict[str, Any]:
-    """Generate the data, pre-train under the time budget, evaluate, and write the artefacts to `output_dir`."""
+@dataclass
+class DemoRun:
+    """A demo ready to train: the model, the trainer over the generated data, the processor it is saved with and the
+    test gallery."""
+
+    model: CCLMForPreTraining
+    trainer: CCLMPretrainingTrainer
+    processor: CCLMProcessor
+    gallery: shapes.TestGallery
+
+
+def build_demo(
+    config: DemoConfig, model_config: CCLMConfig | None = None, callbacks: Sequence[TrainerCallback] = ()
+) -> DemoRun:
+    """Generate the data and build the model and trainer of a demo run (`model_config`: another model than the
+    `cclm-tiny` demo model, for ablations such as `benchmarks/itm_diagnostics.py`)."""
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if config.num_threads:
@@ -183,7 +201,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     gallery = shapes.test_gallery(seed=config.seed)
     tokenizer = train_xlm_roberta_tokenizer(shapes.tokenizer_corpus(config.seed), whole_words=True)
 
-    model = CCLMForPreTraining(demo_model_config(len(tokenizer)))
+    model = CCLMForPreTraining(model_config or demo_model_config(len(tokenizer)))
     # the processor the model is saved with: captions are cleaned (`pre_caption`) as the training streams clean them
     processor = CCLMProcessor.from_tokenizer(tokenizer, model.config.image_size, clean_captions=True, max_words=40)
 
@@ -210,11 +228,20 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         callbacks=[
             TimeBudget(config.budget_s, steps_per_iteration=2 if config.parallel_text else 1),
             JsonLinesLogger(output_dir / "train_log.jsonl"),
+            *callbacks,
         ],
         new_parameter_patterns=("*",),  # everything starts from scratch
         new_parameter_lr_multiplier=config.new_parameter_lr_multiplier,
     )
     trainer.remove_callback(PrinterCallback)  # the time-budget bar and train_log.jsonl report progress
+    return DemoRun(model, trainer, processor, gallery)
+
+
+def run_demo(config: DemoConfig) -> dict[str, Any]:
+    """Generate the data, pre-train under the time budget, evaluate, and write the artefacts to `output_dir`."""
+    output_dir = Path(config.output_dir)
+    demo = build_demo(config)
+    model, trainer, processor, gallery = demo.model, demo.trainer, demo.processor, demo.gallery
     start = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - start

@@ -521,16 +521,20 @@ def parallel_sentences(
 
 
 def image_caption_records(data: ImageCaptionData) -> list[dict]:
-    """The pairs as records of the original image-caption layout, `{"image": PIL image, "caption": {"en": ...}}`."""
+    """The pairs as records of the original image-caption layout, `{"image": PIL image, "caption": {"en": ...}}`,
+    plus `"concept"`: the concept id (images of one concept are near-duplicates; see the streams' `id_key`)."""
     return [
-        {"image": Image.fromarray(pixels), "caption": {"en": caption}}
-        for pixels, caption in zip(data.images, data.captions, strict=True)
+        {"image": Image.fromarray(pixels), "caption": {"en": caption}, "concept": concept_id}
+        for pixels, caption, concept_id in zip(data.images, data.captions, data.concept_ids.tolist(), strict=True)
     ]
 
 
 def parallel_text_records(pairs: Sequence[ParallelPair]) -> list[dict]:
-    """The pairs as records of the original parallel-text layout, `{"source_text": English, "target_text": ...}`."""
-    return [{"source_text": pair.english, "target_text": pair.translation} for pair in pairs]
+    """The pairs as records of the original parallel-text layout, `{"source_text": English, "target_text": ...}`,
+    plus `"concept"`: the concept id both sentences describe."""
+    return [
+        {"source_text": pair.english, "target_text": pair.translation, "concept": pair.concept_id} for pair in pairs
+    ]
 
 
 def test_gallery(seed: int, image_size: int = 64, languages: Sequence[str] = LANGUAGES) -> TestGallery:
