@@ -188,11 +188,14 @@ def main() -> None:
     parser.add_argument("--table", nargs="+", metavar="RUN_JSON", help="only print the summary table of these runs")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--probe-every", type=int, default=50)
+    parser.add_argument("--num-train-images", type=int, default=DemoConfig.num_train_images)
+    parser.add_argument("--num-parallel-pairs", type=int, default=DemoConfig.num_parallel_pairs)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-concept-ids", dest="concept_ids", action="store_false")
     parser.add_argument("--learning-rate", type=float, default=DemoConfig.learning_rate)
     parser.add_argument("--new-parameter-lr-multiplier", type=float, default=DemoConfig.new_parameter_lr_multiplier)
     parser.add_argument("--warmup-steps", type=int, default=DemoConfig.warmup_steps)
+    parser.add_argument("--lr-decay", action="store_true", help="linear decay to 0 over --steps (default: constant)")
     parser.add_argument("--width", type=int, default=None, help="text width = vision output width (default 64)")
     parser.add_argument("--patch-size", type=int, default=None, help="Swin patch size (default 4: 8x8 image tokens)")
     parser.add_argument("--depths", default=None, help="Swin stages, e.g. 2,2,2 (default 2,2)")
@@ -219,6 +222,8 @@ def main() -> None:
         config = DemoConfig(
             output_dir=workdir,
             budget_s=1e9,
+            num_train_images=args.num_train_images,
+            num_parallel_pairs=args.num_parallel_pairs,
             concept_ids=args.concept_ids,
             learning_rate=args.learning_rate,
             new_parameter_lr_multiplier=args.new_parameter_lr_multiplier,
@@ -255,6 +260,8 @@ def main() -> None:
                 control.should_training_stop = state.global_step >= args.steps
 
         demo = build_demo(config, model_config)
+        if args.lr_decay:
+            demo.trainer.args.lr_scheduler_type, demo.trainer.args.max_steps = "linear", args.steps
         probe = MatchingProbe(demo.model, image_batch, parallel_batch, args.concept_ids, args.probe_every)
         demo.trainer.add_callback(probe)
         demo.trainer.add_callback(StopAt())

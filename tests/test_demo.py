@@ -87,3 +87,27 @@ def test_demo_batches_carry_concept_ids_as_image_ids(concept_ids):
             concept = shapes.all_concepts()[concept_id]
             decoded = [tokenizer.decode(tokens[row], skip_special_tokens=True) for tokens in texts]
             assert any(concept.shape in text and concept.colour in text for text in decoded), (decoded, concept)
+
+
+def test_itm_diagnostics_probes_the_matching_head_and_tabulates_runs(tmp_path):
+    """benchmarks/itm_diagnostics.py on a few steps: one probe record per probe step with every measurement, a summary
+    with recalls per language, and the table of runs."""
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "benchmarks" / "itm_diagnostics.py"
+    output = tmp_path / "run.json"
+    command = [sys.executable, str(script), "--steps", "4", "--probe-every", "2", "--num-train-images", "128"]
+    command += ["--num-parallel-pairs", "128", "--output", str(output)]
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    probes, summary = lines[:-1], lines[-1]["summary"]
+    assert [probe["step"] for probe in probes] == [0, 2, 4]
+    for probe in probes:
+        assert 0.0 < probe["itm_loss"] and 0.0 < probe["ttm_loss"]
+        assert 0.0 < probe["itm_cls_attention_entropy"] <= 1.0 + 1e-6 and probe["itm_grad_kv"] > 0.0
+        assert 0.0 <= probe["negatives_same_concept"] + probe["negatives_one_attribute_away"] <= 1.0
+    assert set(summary["t2i_r1"]) == set(LANGUAGES) == set(summary["t2i_r1_itm"])
+    table = subprocess.run(
+        [sys.executable, str(script), "--table", str(output)], check=True, capture_output=True, text=True
+    ).stdout
+    assert len(table.splitlines()) == 3 and table.startswith("| run | ITM loss first < 0.60 |")

@@ -49,7 +49,7 @@ class DemoConfig:
     num_train_images: int = 12_000
     num_parallel_pairs: int = 24_000
     batch_size: int = 64
-    learning_rate: float = 5e-4
+    learning_rate: float = 1e-3
     new_parameter_lr_multiplier: float = 2.0
     warmup_steps: int = 20
     itm_rerank_k: int = 16
