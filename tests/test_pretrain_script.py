@@ -100,8 +100,14 @@ def test_killed_run_resumes_to_the_same_weights(tiny_data, tmp_path):
     expected = load_file(tmp_path / "reference" / "final" / "model.safetensors")
     got = load_file(interrupted_dir / "final" / "model.safetensors")
     assert expected.keys() == got.keys()
+    # Attention is invariant to the key bias (it shifts every score of a query equally), so its gradient is rounding
+    # noise; AdamW turns noise near its eps into steps of up to the learning rate, and the last-bit differences that
+    # atol=1e-6 tolerates elsewhere become ~1e-5 there (the width-scaled init of cclm-tiny makes that noise larger).
     for key in expected:
-        torch.testing.assert_close(got[key], expected[key], atol=1e-6, rtol=0, msg=lambda m, key=key: f"{key}: {m}")
+        tolerance = 1e-4 if key.endswith(".key.bias") else 1e-6
+        torch.testing.assert_close(
+            got[key], expected[key], atol=tolerance, rtol=0, msg=lambda m, key=key: f"{key}: {m}"
+        )
 
 
 def test_torchrun_two_processes(tiny_data, tmp_path):
