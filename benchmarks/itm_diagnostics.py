@@ -195,6 +195,12 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=DemoConfig.learning_rate)
     parser.add_argument("--new-parameter-lr-multiplier", type=float, default=DemoConfig.new_parameter_lr_multiplier)
     parser.add_argument("--warmup-steps", type=int, default=DemoConfig.warmup_steps)
+    parser.add_argument(
+        "--new-parameters",
+        choices=("all", "model"),
+        default="all",
+        help="what the LR multiplier applies to: every parameter (the demo) or the model's new_parameters()",
+    )
     parser.add_argument("--lr-decay", action="store_true", help="linear decay to 0 over --steps (default: constant)")
     parser.add_argument("--width", type=int, default=None, help="text width = vision output width (default 64)")
     parser.add_argument("--patch-size", type=int, default=None, help="Swin patch size (default 4: 8x8 image tokens)")
@@ -260,6 +266,8 @@ def main() -> None:
                 control.should_training_stop = state.global_step >= args.steps
 
         demo = build_demo(config, model_config)
+        if args.new_parameters == "model":
+            demo.trainer.new_parameter_patterns = None
         if args.lr_decay:
             demo.trainer.args.lr_scheduler_type, demo.trainer.args.max_steps = "linear", args.steps
         probe = MatchingProbe(demo.model, image_batch, parallel_batch, args.concept_ids, args.probe_every)
