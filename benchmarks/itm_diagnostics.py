@@ -31,6 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from torch.optim.lr_scheduler import LambdaLR
 from transformers import TrainerCallback
 
 from cclm_hf.configuration_cclm import CCLMConfig
@@ -39,6 +40,7 @@ from cclm_hf.demo.run import DemoConfig, _as_retrieval_model, build_demo, demo_s
 from cclm_hf.losses import sample_hard_negatives
 from cclm_hf.modeling_cclm import CCLMForPreTraining
 from cclm_hf.tokenizer_training import train_xlm_roberta_tokenizer
+from cclm_hf.training import create_pretraining_optimizer
 
 
 # concept id -> its four attribute values, as a [192, 4] table of strings compared column by column
@@ -202,6 +204,12 @@ def main() -> None:
         help="what the LR multiplier applies to: every parameter (the demo) or the model's new_parameters()",
     )
     parser.add_argument("--lr-decay", action="store_true", help="linear decay to 0 over --steps (default: constant)")
+    parser.add_argument(
+        "--rotation-degrees",
+        type=float,
+        default=shapes.ROTATION_DEGREES,
+        help="range of the shapes' random rotation (the demo's default; 360: any angle, the demo before issue 10)",
+    )
     parser.add_argument("--width", type=int, default=None, help="text width = vision output width (default 64)")
     parser.add_argument("--patch-size", type=int, default=None, help="Swin patch size (default 4: 8x8 image tokens)")
     parser.add_argument("--depths", default=None, help="Swin stages, e.g. 2,2,2 (default 2,2)")
@@ -234,6 +242,7 @@ def main() -> None:
             learning_rate=args.learning_rate,
             new_parameter_lr_multiplier=args.new_parameter_lr_multiplier,
             warmup_steps=args.warmup_steps,
+            rotation_degrees=args.rotation_degrees,
             num_threads=args.threads,
         )
         tokenizer = train_xlm_roberta_tokenizer(shapes.tokenizer_corpus(config.seed), whole_words=True)
@@ -257,7 +266,9 @@ def main() -> None:
             vision["initializer_range"] = args.vision_initializer_range
         model_config = CCLMConfig.from_preset("cclm-tiny", vision_config=vision, text_config=text, **top)
 
-        pairs = shapes.pretraining_pairs(config.num_train_images, seed=config.seed)
+        pairs = shapes.pretraining_pairs(
+            config.num_train_images, seed=config.seed, rotation_degrees=config.rotation_degrees
+        )
         parallel = shapes.parallel_sentences(config.num_parallel_pairs, seed=config.seed)
         image_batch, parallel_batch = probe_batches(config, tokenizer, model_config, pairs, parallel)
 
@@ -267,9 +278,18 @@ def main() -> None:
 
         demo = build_demo(config, model_config)
         if args.new_parameters == "model":
-            demo.trainer.new_parameter_patterns = None
-        if args.lr_decay:
-            demo.trainer.args.lr_scheduler_type, demo.trainer.args.max_steps = "linear", args.steps
+            demo.trainer.optimizer = create_pretraining_optimizer(
+                demo.model,
+                learning_rate=config.learning_rate,
+                new_parameter_lr_multiplier=config.new_parameter_lr_multiplier,
+            )
+        # a fixed number of steps instead of the demo's time budget: warm-up, then constant or a linear decay to 0
+        demo.trainer.lr_scheduler = LambdaLR(
+            demo.trainer.optimizer,
+            lambda step: (
+                min(1.0, step / max(1, config.warmup_steps)) * (1.0 - step / args.steps if args.lr_decay else 1.0)
+            ),
+        )
         probe = MatchingProbe(demo.model, image_batch, parallel_batch, args.concept_ids, args.probe_every)
         demo.trainer.add_callback(probe)
         demo.trainer.add_callback(StopAt())

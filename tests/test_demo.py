@@ -12,7 +12,8 @@ import sys
 import pytest
 from transformers import AutoModel, AutoProcessor
 
-from cclm_hf.demo.run import DemoConfig, run_demo
+from cclm_hf.demo import run as demo_run
+from cclm_hf.demo.run import DemoConfig, TimeBudget, budget_lr_schedule, build_demo, run_demo
 
 
 LANGUAGES = ["en", "de", "fr", "es", "zh"]
@@ -54,11 +55,59 @@ def test_demo_writes_metrics_plots_and_a_model(tmp_path, parallel_text):
     assert processor.tokenizer.unk_token_id not in inputs["input_ids"][0].tolist()
 
 
+def test_budget_schedule_warms_up_then_decays_with_the_clock(monkeypatch):
+    """Factor = min(1, step / warm-up) x the unspent share of the budget, read from the clock when the scheduler
+    steps; constant after the warm-up with `decay=False`."""
+    import torch
+
+    now = [1000.0]
+    monkeypatch.setattr(demo_run.time, "perf_counter", lambda: now[0])
+    budget = TimeBudget(budget_s=100.0)
+    assert budget.remaining_fraction() == 1.0  # not started
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=0.5)
+    schedule = budget_lr_schedule(optimizer, warmup_steps=10, budget=budget)
+    constant = budget_lr_schedule(torch.optim.SGD([parameter], lr=0.5), warmup_steps=10, budget=budget, decay=False)
+    assert optimizer.param_groups[0]["lr"] == 0.0  # step 0 of the warm-up
+    budget.start = now[0]
+    for _ in range(5):
+        schedule.step()
+        constant.step()
+    assert schedule.get_last_lr() == [pytest.approx(0.25)] == constant.get_last_lr()  # half-way through warm-up
+    for _ in range(15):
+        schedule.step()
+        constant.step()
+    now[0] += 30.0
+    schedule.step()
+    constant.step()
+    assert schedule.get_last_lr() == [pytest.approx(0.5 * 0.7)] and constant.get_last_lr() == [pytest.approx(0.5)]
+    now[0] += 100.0  # past the budget: no negative learning rate
+    schedule.step()
+    assert budget.remaining_fraction() == 0.0 and schedule.get_last_lr() == [0.0]
+
+
+@pytest.mark.parametrize("lr_decay", [True, False])
+def test_demo_learning_rate_reaches_zero_when_the_budget_is_spent(tmp_path, lr_decay):
+    config = DemoConfig(
+        output_dir=str(tmp_path), budget_s=2, num_train_images=256, num_parallel_pairs=256, batch_size=8
+    )
+    config.warmup_steps, config.lr_decay = 2, lr_decay
+    demo = build_demo(config)
+    demo.trainer.train()
+    peaks = [group["initial_lr"] for group in demo.trainer.optimizer.param_groups]
+    final = demo.trainer.lr_scheduler.get_last_lr()
+    assert demo.trainer.state.global_step > 2
+    if lr_decay:
+        assert all(rate < 0.05 * peak for rate, peak in zip(final, peaks, strict=True))
+    else:
+        assert final == pytest.approx(peaks)
+
+
 def test_demo_command_line_documents_its_options():
     result = subprocess.run(
         [sys.executable, "-m", "cclm_hf.cli", "demo", "--help"], capture_output=True, text=True, check=True
     )
-    for option in ("--budget-s", "--no-parallel-text", "--no-concept-ids", "--output-dir"):
+    for option in ("--budget-s", "--no-parallel-text", "--no-concept-ids", "--constant-lr", "--rotation-degrees"):
         assert option in result.stdout
 
 

@@ -263,21 +263,49 @@ def test_background_is_light_and_noisy():
     assert 2.0 < corner.std(axis=(0, 1)).mean() < 12.0
 
 
-def test_squares_are_rotated_and_circles_are_round():
+def _shape_mask(image: np.ndarray) -> np.ndarray:
+    background = np.median(image.reshape(-1, 3), axis=0)
+    return np.abs(image.astype(np.int16) - background).max(axis=-1) > 60
+
+
+def fill_ratio(image: np.ndarray) -> float:
+    """Shape area over the area of its axis-aligned bounding box: 1 for an upright square, 0.5 at 45 degrees."""
+    mask = _shape_mask(image)
+    ys, xs = np.nonzero(mask)
+    return mask.sum() / ((np.ptp(xs) + 1) * (np.ptp(ys) + 1))
+
+
+def centroid_below_box_centre(image: np.ndarray) -> float:
+    """Pixels by which the shape's centroid lies below the centre of its bounding box: h / 6 (about 3.5 px for a
+    large shape) for an upright triangle (apex up), negative for one turned by more than 90 degrees."""
+    ys, _ = np.nonzero(_shape_mask(image))
+    return ys.mean() - (ys.min() + ys.max()) / 2
+
+
+@pytest.mark.parametrize("rotation_degrees", [0.0, 40.0, 360.0])
+def test_squares_and_triangles_turn_within_the_rotation_range(rotation_degrees):
     rng = np.random.default_rng(1)
+    square, triangle = Concept("square", "red", "large", "top"), Concept("triangle", "red", "large", "top")
+    squares = [fill_ratio(render_array(square, rng, rotation_degrees=rotation_degrees)) for _ in range(40)]
+    triangles = [
+        centroid_below_box_centre(render_array(triangle, rng, rotation_degrees=rotation_degrees)) for _ in range(40)
+    ]
+    if rotation_degrees == 0.0:
+        assert min(squares) > 0.97 and min(triangles) > 3.0  # upright
+    elif rotation_degrees == 40.0:
+        # +-20 degrees leaves at least 1 / (cos 20 + sin 20)^2 = 0.605 of the bounding box filled (less rounding)
+        assert min(squares) > 0.58 and max(squares) - min(squares) > 0.2  # turned, but never far
+        assert min(triangles) > 0.5  # every triangle still points up
+    else:
+        assert min(squares) < 0.55 and sum(offset < 0 for offset in triangles) >= 5  # any angle, upside down too
 
-    def fill_ratio(concept: Concept) -> float:
-        # Shape area over the area of its axis-aligned bounding box: 1 for an upright square, 0.5 at 45 degrees.
-        image = render_array(concept, rng)
-        background = np.median(image.reshape(-1, 3), axis=0)
-        mask = np.abs(image.astype(np.int16) - background).max(axis=-1) > 60
-        ys, xs = np.nonzero(mask)
-        return mask.sum() / ((np.ptp(xs) + 1) * (np.ptp(ys) + 1))
 
-    squares = [fill_ratio(Concept("square", "red", "large", "top")) for _ in range(20)]
-    assert min(squares) < 0.6 and max(squares) > 0.72  # various rotations, not all upright or all at 45 degrees
-    circles = [fill_ratio(Concept("circle", "red", "large", "top")) for _ in range(20)]
+def test_circles_are_round_and_the_rotation_range_is_checked():
+    rng = np.random.default_rng(1)
+    circles = [fill_ratio(render_array(Concept("circle", "red", "large", "top"), rng)) for _ in range(20)]
     assert all(abs(ratio - np.pi / 4) < 0.08 for ratio in circles)
+    with pytest.raises(ValueError, match="rotation_degrees must be in \\[0, 360\\], got 400"):
+        render_array(Concept("square", "red", "large", "top"), rng, rotation_degrees=400)
 
 
 def test_render_returns_the_same_picture_as_render_array():

@@ -141,6 +141,18 @@ def _add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_false",
         help="the original's recipe: images of one concept count as each other's negatives",
     )
+    parser.add_argument(
+        "--constant-lr",
+        dest="lr_decay",
+        action="store_false",
+        help="keep the learning rate constant after the warm-up (default: linear decay to 0 at the end of the budget)",
+    )
+    parser.add_argument(
+        "--rotation-degrees",
+        type=float,
+        default=40.0,
+        help="range of the random rotation of squares, triangles and crosses (default 40: +-20 degrees; 360: any)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.set_defaults(func=_run_demo)
@@ -154,6 +166,8 @@ def _run_demo(args: argparse.Namespace) -> None:
         budget_s=args.budget_s,
         parallel_text=args.parallel_text,
         concept_ids=args.concept_ids,
+        lr_decay=args.lr_decay,
+        rotation_degrees=args.rotation_degrees,
         seed=args.seed,
         num_threads=args.threads,
     )

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from PIL import Image
+from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 from transformers import PrinterCallback, TrainerCallback, TrainingArguments
 from transformers.utils import logging
@@ -31,7 +32,7 @@ from ..modeling_cclm import CCLMForImageTextRetrieval, CCLMForPreTraining
 from ..processing_cclm import CCLMProcessor
 from ..retrieval import encode_images, encode_texts, itm_rerank
 from ..tokenizer_training import train_xlm_roberta_tokenizer
-from ..training import CCLMPretrainingTrainer, JsonLinesLogger, PretrainingSchedule
+from ..training import CCLMPretrainingTrainer, JsonLinesLogger, PretrainingSchedule, create_pretraining_optimizer
 from . import shapes
 
 
@@ -54,6 +55,9 @@ class DemoConfig:
     warmup_steps: int = 20
     itm_rerank_k: int = 16
     concept_ids: bool = True
+    # linear decay of the learning rate to 0 at the end of the time budget (after the warm-up); False: constant
+    lr_decay: bool = True
+    rotation_degrees: float = shapes.ROTATION_DEGREES
     num_threads: int | None = 2
 
 
@@ -101,6 +105,12 @@ class TimeBudget(TrainerCallback):
         self.start = None
         self.bar = None
 
+    def remaining_fraction(self) -> float:
+        """The share of the budget not yet spent: 1 until training begins, 0 once the budget is spent."""
+        if self.start is None:
+            return 1.0
+        return max(0.0, 1.0 - (time.perf_counter() - self.start) / self.budget_s)
+
     def on_train_begin(self, args, state, control, **kwargs):
         self.start = time.perf_counter()
         self.bar = tqdm(total=round(self.budget_s), desc="pre-training", unit="s")
@@ -115,6 +125,20 @@ class TimeBudget(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self.bar.close()
+
+
+def budget_lr_schedule(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, budget: TimeBudget, decay: bool = True
+) -> LambdaLR:
+    """Linear warm-up over `warmup_steps`, then the learning rate falls linearly with the time spent and reaches 0
+    when `budget` is spent (`decay=False`: constant after the warm-up). A run that ends on a time budget does not know
+    its number of steps in advance, so the decay follows the clock rather than the step count."""
+
+    def factor(step: int) -> float:
+        warmup = min(1.0, step / warmup_steps) if warmup_steps > 0 else 1.0
+        return warmup * (budget.remaining_fraction() if decay else 1.0)
+
+    return LambdaLR(optimizer, factor)
 
 
 @torch.no_grad()
@@ -196,9 +220,11 @@ def build_demo(
     torch.manual_seed(config.seed)
 
     logger.info("Generating the multilingual shapes data")
-    pairs = shapes.pretraining_pairs(config.num_train_images, seed=config.seed)
+    pairs = shapes.pretraining_pairs(
+        config.num_train_images, seed=config.seed, rotation_degrees=config.rotation_degrees
+    )
     parallel = shapes.parallel_sentences(config.num_parallel_pairs, seed=config.seed) if config.parallel_text else []
-    gallery = shapes.test_gallery(seed=config.seed)
+    gallery = shapes.test_gallery(seed=config.seed, rotation_degrees=config.rotation_degrees)
     tokenizer = train_xlm_roberta_tokenizer(shapes.tokenizer_corpus(config.seed), whole_words=True)
 
     model = CCLMForPreTraining(model_config or demo_model_config(len(tokenizer)))
@@ -209,10 +235,6 @@ def build_demo(
         output_dir=str(output_dir / "trainer"),
         max_steps=1_000_000,  # the time budget ends training
         learning_rate=config.learning_rate,
-        lr_scheduler_type="constant_with_warmup",
-        warmup_steps=config.warmup_steps,
-        weight_decay=0.01,
-        adam_beta2=0.98,
         max_grad_norm=1.0,
         logging_steps=10,
         save_strategy="no",
@@ -221,17 +243,19 @@ def build_demo(
         seed=config.seed,
         use_cpu=True,
     )
+    budget = TimeBudget(config.budget_s, steps_per_iteration=2 if config.parallel_text else 1)
+    optimizer = create_pretraining_optimizer(
+        model,
+        learning_rate=config.learning_rate,
+        new_parameter_patterns=("*",),  # everything starts from scratch
+        new_parameter_lr_multiplier=config.new_parameter_lr_multiplier,
+    )
     trainer = CCLMPretrainingTrainer(
         model=model,
         args=args,
         train_dataset=demo_schedule(config, tokenizer, model.config, pairs, parallel),
-        callbacks=[
-            TimeBudget(config.budget_s, steps_per_iteration=2 if config.parallel_text else 1),
-            JsonLinesLogger(output_dir / "train_log.jsonl"),
-            *callbacks,
-        ],
-        new_parameter_patterns=("*",),  # everything starts from scratch
-        new_parameter_lr_multiplier=config.new_parameter_lr_multiplier,
+        callbacks=[budget, JsonLinesLogger(output_dir / "train_log.jsonl"), *callbacks],
+        optimizers=(optimizer, budget_lr_schedule(optimizer, config.warmup_steps, budget, decay=config.lr_decay)),
     )
     trainer.remove_callback(PrinterCallback)  # the time-budget bar and train_log.jsonl report progress
     return DemoRun(model, trainer, processor, gallery)
@@ -288,6 +312,8 @@ def summary_line(metrics: dict[str, Any]) -> str:
 
 __all__ = [
     "DemoConfig",
+    "TimeBudget",
+    "budget_lr_schedule",
     "demo_model_config",
     "demo_schedule",
     "evaluate_gallery",
