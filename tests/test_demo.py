@@ -107,7 +107,14 @@ def test_demo_command_line_documents_its_options():
     result = subprocess.run(
         [sys.executable, "-m", "cclm_hf.cli", "demo", "--help"], capture_output=True, text=True, check=True
     )
-    for option in ("--budget-s", "--no-parallel-text", "--no-concept-ids", "--constant-lr", "--rotation-degrees"):
+    for option in (
+        "--budget-s",
+        "--no-parallel-text",
+        "--no-concept-ids",
+        "--constant-lr",
+        "--rotation-degrees",
+        "--caption-languages",
+    ):
         assert option in result.stdout
 
 

@@ -24,6 +24,7 @@ from cclm_hf.demo.shapes import (
     Concept,
     all_concepts,
     caption,
+    image_caption_records,
     parallel_sentences,
     paraphrases,
     pretraining_pairs,
@@ -333,6 +334,25 @@ def test_pretraining_pairs_are_english_balanced_and_match_their_images():
         assert text in paraphrases(concept, "en")
         assert_shows(image, concept)
     assert len(set(data.captions)) > 200  # random paraphrases, not one template
+
+
+def test_image_caption_records_are_english_unless_more_languages_are_asked_for():
+    data = pretraining_pairs(24, seed=0)
+    english = image_caption_records(data)
+    assert [record["caption"] for record in english] == [{"en": text} for text in data.captions]
+    assert [record["concept"] for record in english] == data.concept_ids.tolist()
+    several = image_caption_records(data, ("en", "de", "zh"), seed=3)
+    for record, text, concept_id in zip(several, data.captions, data.concept_ids.tolist(), strict=True):
+        concept = all_concepts()[concept_id]
+        assert set(record["caption"]) == {"en", "de", "zh"} and record["caption"]["en"] == text
+        assert record["caption"]["de"] in paraphrases(concept, "de")
+        assert record["caption"]["zh"] in paraphrases(concept, "zh")
+    again = image_caption_records(data, ("en", "de", "zh"), seed=3)
+    assert [record["caption"] for record in again] == [record["caption"] for record in several]
+    with pytest.raises(ValueError, match="'xx'"):
+        image_caption_records(data, ("en", "xx"))
+    with pytest.raises(ValueError, match="must include 'en'"):
+        image_caption_records(data, ("de",))
 
 
 def test_pretraining_pairs_are_deterministic_per_seed():

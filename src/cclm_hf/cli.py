@@ -153,6 +153,12 @@ def _add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
         default=40.0,
         help="range of the random rotation of squares, triangles and crosses (default 40: +-20 degrees; 360: any)",
     )
+    parser.add_argument(
+        "--caption-languages",
+        default="en",
+        help="comma-separated languages of the image captions (default en: the other languages only in parallel "
+        "sentences; e.g. en,de,fr,es,zh for captions in every language, as in the original's translated data)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.set_defaults(func=_run_demo)
@@ -168,6 +174,7 @@ def _run_demo(args: argparse.Namespace) -> None:
         concept_ids=args.concept_ids,
         lr_decay=args.lr_decay,
         rotation_degrees=args.rotation_degrees,
+        caption_languages=tuple(language.strip() for language in args.caption_languages.split(",")),
         seed=args.seed,
         num_threads=args.threads,
     )

@@ -58,6 +58,9 @@ class DemoConfig:
     # linear decay of the learning rate to 0 at the end of the time budget (after the warm-up); False: constant
     lr_decay: bool = True
     rotation_degrees: float = shapes.ROTATION_DEGREES
+    # languages of the image captions; the demo's point is English only (a comparison: the original's data has
+    # captions translated into several languages, see benchmarks/ITM_DIAGNOSTICS.md)
+    caption_languages: tuple[str, ...] = ("en",)
     num_threads: int | None = 2
 
 
@@ -79,7 +82,7 @@ def demo_schedule(
     # demo texts are short: fewer masks per text than the original's 12 (captions) / 20 (parallel text)
     # with `concept_ids`, the images (sentences) of one concept are positives of each other, never negatives
     id_key = "concept" if config.concept_ids else None
-    images = reader(shapes.image_caption_records(pairs), "images")
+    images = reader(shapes.image_caption_records(pairs, config.caption_languages, config.seed), "images")
     streams = {"images": (images, {"batch_size": config.batch_size, "max_masks": 6, "id_key": id_key})}
     if parallel:
         sentences = reader(shapes.parallel_text_records(parallel), "parallel")

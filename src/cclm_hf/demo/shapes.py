@@ -436,7 +436,7 @@ def render(
 
 # Each split draws from its own stream, `SeedSequence([seed, tag])`, so that splits built with the same seed share no
 # random numbers (e.g. the gallery does not replay the first training images).
-_SPLIT_TAGS = {"pretraining": 1, "parallel": 2, "gallery": 3, "tokenizer": 4}
+_SPLIT_TAGS = {"pretraining": 1, "parallel": 2, "gallery": 3, "tokenizer": 4, "caption-translations": 5}
 
 
 def _split_rng(seed: int, split: str) -> np.random.Generator:
@@ -539,13 +539,25 @@ def parallel_sentences(
     return pairs
 
 
-def image_caption_records(data: ImageCaptionData) -> list[dict]:
+def image_caption_records(data: ImageCaptionData, languages: Sequence[str] = ("en",), seed: int = 0) -> list[dict]:
     """The pairs as records of the original image-caption layout, `{"image": PIL image, "caption": {"en": ...}}`,
-    plus `"concept"`: the concept id (images of one concept are near-duplicates; see the streams' `id_key`)."""
-    return [
-        {"image": Image.fromarray(pixels), "caption": {"en": caption}, "concept": concept_id}
-        for pixels, caption, concept_id in zip(data.images, data.captions, data.concept_ids.tolist(), strict=True)
-    ]
+    plus `"concept"`: the concept id (images of one concept are near-duplicates; see the streams' `id_key`).
+
+    `languages` other than English add a caption of the same concept in each of them (random paraphrases, a
+    deterministic function of `seed`); the stream then picks one language per sample, as the original's data with
+    translated captions does. The demo itself pairs images with English only."""
+    unknown = sorted(set(languages) - set(LANGUAGES))
+    if unknown or "en" not in languages:
+        raise ValueError(f"languages must include 'en' and be among {LANGUAGES}, got {list(languages)}")
+    rng = _split_rng(seed, "caption-translations")
+    records = []
+    for pixels, english, concept_id in zip(data.images, data.captions, data.concept_ids.tolist(), strict=True):
+        concept = _ALL_CONCEPTS[concept_id]
+        captions = {
+            language: english if language == "en" else caption(concept, language, rng) for language in languages
+        }
+        records.append({"image": Image.fromarray(pixels), "caption": captions, "concept": concept_id})
+    return records
 
 
 def parallel_text_records(pairs: Sequence[ParallelPair]) -> list[dict]:
