@@ -64,26 +64,27 @@ def test_budget_schedule_warms_up_then_decays_with_the_clock(monkeypatch):
     monkeypatch.setattr(demo_run.time, "perf_counter", lambda: now[0])
     budget = TimeBudget(budget_s=100.0)
     assert budget.remaining_fraction() == 1.0  # not started
-    parameter = torch.nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.SGD([parameter], lr=0.5)
-    schedule = budget_lr_schedule(optimizer, warmup_steps=10, budget=budget)
-    constant = budget_lr_schedule(torch.optim.SGD([parameter], lr=0.5), warmup_steps=10, budget=budget, decay=False)
-    assert optimizer.param_groups[0]["lr"] == 0.0  # step 0 of the warm-up
+    optimizers = [torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5) for _ in range(2)]
+    decaying = budget_lr_schedule(optimizers[0], warmup_steps=10, budget=budget)
+    constant = budget_lr_schedule(optimizers[1], warmup_steps=10, budget=budget, decay=False)
+
+    def advance(steps: int) -> None:
+        for _ in range(steps):
+            for optimizer, schedule in zip(optimizers, (decaying, constant), strict=True):
+                optimizer.step()
+                schedule.step()
+
+    assert optimizers[0].param_groups[0]["lr"] == 0.0  # step 0 of the warm-up
     budget.start = now[0]
-    for _ in range(5):
-        schedule.step()
-        constant.step()
-    assert schedule.get_last_lr() == [pytest.approx(0.25)] == constant.get_last_lr()  # half-way through warm-up
-    for _ in range(15):
-        schedule.step()
-        constant.step()
+    advance(5)
+    assert decaying.get_last_lr() == [pytest.approx(0.25)] == constant.get_last_lr()  # half-way through warm-up
+    advance(15)
     now[0] += 30.0
-    schedule.step()
-    constant.step()
-    assert schedule.get_last_lr() == [pytest.approx(0.5 * 0.7)] and constant.get_last_lr() == [pytest.approx(0.5)]
+    advance(1)
+    assert decaying.get_last_lr() == [pytest.approx(0.5 * 0.7)] and constant.get_last_lr() == [pytest.approx(0.5)]
     now[0] += 100.0  # past the budget: no negative learning rate
-    schedule.step()
-    assert budget.remaining_fraction() == 0.0 and schedule.get_last_lr() == [0.0]
+    advance(1)
+    assert budget.remaining_fraction() == 0.0 and decaying.get_last_lr() == [0.0]
 
 
 @pytest.mark.parametrize("lr_decay", [True, False])
