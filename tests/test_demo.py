@@ -168,3 +168,24 @@ def test_itm_diagnostics_probes_the_matching_head_and_tabulates_runs(tmp_path):
         [sys.executable, str(script), "--table", str(output)], check=True, capture_output=True, text=True
     ).stdout
     assert len(table.splitlines()) == 3 and table.startswith("| run | ITM loss first < 0.60 |")
+
+
+def test_vision_attribute_probe_trains_and_tabulates(tmp_path):
+    """benchmarks/vision_attribute_probe.py on a few steps: accuracies per probe step and attribute in [0, 1], and
+    the table of runs."""
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "benchmarks" / "vision_attribute_probe.py"
+    output = tmp_path / "probe.json"
+    command = [sys.executable, str(script), "--steps", "4", "--probe-every", "2", "--num-train-images", "64"]
+    command += ["--num-test-images", "48", "--rotation-degrees", "360", "--output", str(output)]
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    run = json.loads(output.read_text())
+    assert run["args"]["rotation_degrees"] == 360 and list(run["accuracy"]) == ["0", "2", "4"]
+    for accuracy in run["accuracy"].values():
+        assert set(accuracy) == {"shape", "colour", "size", "position"}
+        assert all(0.0 <= value <= 1.0 for value in accuracy.values())
+    table = subprocess.run(
+        [sys.executable, str(script), "--table", str(output)], check=True, capture_output=True, text=True
+    ).stdout.splitlines()
+    assert table[0].startswith("| run | rotation | step | shape |") and len(table) == 4  # header, rule, 0, last
