@@ -31,8 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from torch.optim.lr_scheduler import LambdaLR
-from transformers import TrainerCallback
+from transformers import TrainerCallback, get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from cclm_hf.configuration_cclm import CCLMConfig
 from cclm_hf.demo import shapes
@@ -284,11 +283,11 @@ def main() -> None:
                 new_parameter_lr_multiplier=config.new_parameter_lr_multiplier,
             )
         # a fixed number of steps instead of the demo's time budget: warm-up, then constant or a linear decay to 0
-        demo.trainer.lr_scheduler = LambdaLR(
-            demo.trainer.optimizer,
-            lambda step: (
-                min(1.0, step / max(1, config.warmup_steps)) * (1.0 - step / args.steps if args.lr_decay else 1.0)
-            ),
+        optimizer = demo.trainer.optimizer
+        demo.trainer.lr_scheduler = (
+            get_linear_schedule_with_warmup(optimizer, config.warmup_steps, args.steps)
+            if args.lr_decay
+            else get_constant_schedule_with_warmup(optimizer, config.warmup_steps)
         )
         probe = MatchingProbe(demo.model, image_batch, parallel_batch, args.concept_ids, args.probe_every)
         demo.trainer.add_callback(probe)

@@ -150,7 +150,7 @@ def _add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--rotation-degrees",
         type=float,
-        default=40.0,
+        default=None,
         help="range of the random rotation of squares, triangles and crosses (default 40: +-20 degrees; 360: any)",
     )
     parser.add_argument(
@@ -173,7 +173,7 @@ def _run_demo(args: argparse.Namespace) -> None:
         parallel_text=args.parallel_text,
         concept_ids=args.concept_ids,
         lr_decay=args.lr_decay,
-        rotation_degrees=args.rotation_degrees,
+        rotation_degrees=DemoConfig.rotation_degrees if args.rotation_degrees is None else args.rotation_degrees,
         caption_languages=tuple(language.strip() for language in args.caption_languages.split(",")),
         seed=args.seed,
         num_threads=args.threads,

@@ -369,8 +369,8 @@ def render_array(
 
     Jitter: position (+-5% of the side per axis), extent within the size class, rotation within
     +-`rotation_degrees / 2` (square, triangle and cross; 360 for any angle), colour shade, background tint and
-    per-pixel noise. The shape always lies entirely
-    inside the image; its centre is moved inwards when the jittered position would cut it off.
+    per-pixel noise. The shape always lies entirely inside the image; its centre is moved inwards when the jittered
+    position would cut it off.
 
     The random draws happen in a fixed order and number, so the picture is a deterministic function of `rng`'s state.
     """
