@@ -53,6 +53,32 @@ def test_demo_writes_metrics_plots_and_a_model(tmp_path, parallel_text):
     assert type(model).__name__ == "CCLMModel" and type(processor).__name__ == "CCLMProcessor"
     inputs = processor(text=["ein kleiner roter Kreis links"], return_tensors="pt")
     assert processor.tokenizer.unk_token_id not in inputs["input_ids"][0].tolist()
+    if parallel_text:
+        assert_gallery_benchmark_reproduces_the_demo(tmp_path / "model", saved["languages"], config)
+
+
+def assert_gallery_benchmark_reproduces_the_demo(model_dir, demo_recalls, config: DemoConfig) -> None:
+    """benchmarks/demo_galleries.py: its first gallery is the demo's own (the same recalls as metrics.json), and two
+    galleries average the demo's and a second one scored here with the demo's evaluation."""
+    from pathlib import Path
+
+    from cclm_hf import CCLMForImageTextRetrieval, CCLMProcessor
+    from cclm_hf.demo import shapes
+
+    script = Path(__file__).parents[1] / "benchmarks" / "demo_galleries.py"
+    command = [sys.executable, str(script), str(model_dir), "--itm-rerank-k", str(config.itm_rerank_k)]
+    rows = subprocess.run([*command, "--galleries", "2"], check=True, capture_output=True, text=True).stdout
+    rows = {
+        line.split("|")[1].strip(): line for line in rows.splitlines() if line.startswith("| ") and "---" not in line
+    }
+    model = CCLMForImageTextRetrieval.from_pretrained(model_dir).eval()
+    processor = CCLMProcessor.from_pretrained(model_dir)
+    second = demo_run.evaluate_gallery(model, processor, shapes.test_gallery(101), config.itm_rerank_k)
+    for language in LANGUAGES:
+        cells = [cell.strip() for cell in rows[language].split("|")[2:5]]
+        contrastive = (demo_recalls[language]["t2i_r1"] + second[language]["t2i_r1"]) / 2
+        reranked = (demo_recalls[language]["t2i_r1_itm"] + second[language]["t2i_r1_itm"]) / 2
+        assert cells == [f"{contrastive:.3f}", f"{reranked:.3f}", f"{reranked - contrastive:+.3f}"], language
 
 
 def test_budget_schedule_warms_up_then_decays_with_the_clock(monkeypatch):
@@ -115,6 +141,7 @@ def test_demo_command_line_documents_its_options():
         "--constant-lr",
         "--rotation-degrees",
         "--caption-languages",
+        "--batch-size",
     ):
         assert option in result.stdout
 
