@@ -192,6 +192,9 @@ def main() -> None:
     parser.add_argument("--num-train-images", type=int, default=DemoConfig.num_train_images)
     parser.add_argument("--num-parallel-pairs", type=int, default=DemoConfig.num_parallel_pairs)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--batch-size", type=int, default=DemoConfig.batch_size, help="the demo's (runs A-P in ITM_DIAGNOSTICS: 64)"
+    )
     parser.add_argument("--no-concept-ids", dest="concept_ids", action="store_false")
     parser.add_argument("--learning-rate", type=float, default=DemoConfig.learning_rate)
     parser.add_argument("--new-parameter-lr-multiplier", type=float, default=DemoConfig.new_parameter_lr_multiplier)
@@ -237,6 +240,7 @@ def main() -> None:
             budget_s=1e9,
             num_train_images=args.num_train_images,
             num_parallel_pairs=args.num_parallel_pairs,
+            batch_size=args.batch_size,
             concept_ids=args.concept_ids,
             learning_rate=args.learning_rate,
             new_parameter_lr_multiplier=args.new_parameter_lr_multiplier,
