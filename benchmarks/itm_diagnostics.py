@@ -215,6 +215,12 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=None, help="text width = vision output width (default 64)")
     parser.add_argument("--patch-size", type=int, default=None, help="Swin patch size (default 4: 8x8 image tokens)")
     parser.add_argument("--depths", default=None, help="Swin stages, e.g. 2,2,2 (default 2,2)")
+    parser.add_argument(
+        "--window-size",
+        type=int,
+        default=DemoConfig.window_size,
+        help="Swin window, at most the last stage's side (default: the demo's, 4; runs A-P used 8)",
+    )
     parser.add_argument("--fusion-layers", type=int, default=None)
     parser.add_argument(
         "--initializer-range", type=float, default=None, help="std of the text stack's and heads' init"
@@ -254,7 +260,8 @@ def main() -> None:
         patch_size = args.patch_size or 4
         if args.depths:
             vision.update(depths=depths, num_heads=[2 * 2**i for i in range(len(depths))])
-        vision.update(patch_size=patch_size, window_size=min(8, 64 // (patch_size * 2 ** (len(depths) - 1))))
+        last_stage_side = 64 // (patch_size * 2 ** (len(depths) - 1))
+        vision.update(patch_size=patch_size, window_size=min(args.window_size, last_stage_side))
         if args.width:
             text.update(hidden_size=args.width, intermediate_size=4 * args.width)
         vision["embed_dim"] = (args.width or 64) // 2 ** (len(depths) - 1)

@@ -142,8 +142,31 @@ def test_demo_command_line_documents_its_options():
         "--rotation-degrees",
         "--caption-languages",
         "--batch-size",
+        "--window-size",
     ):
         assert option in result.stdout
+
+
+@pytest.mark.parametrize(("window_size", "windows", "side"), [(None, 4, 4), (8, 1, 8)], ids=["default", "window-8"])
+def test_demo_window_splits_the_last_swin_stage(tmp_path, window_size, windows, side):
+    """The demo model's last Swin stage (8x8 tokens at 64 px) is four attention windows by default, one with
+    `window_size=8`; `DemoConfig.window_size` is the window of the model `build_demo` trains."""
+    import torch
+
+    from cclm_hf import CCLMModel
+    from cclm_hf.demo.run import demo_model_config
+
+    model = CCLMModel(demo_model_config(100, window_size)).eval()
+    model.set_attn_implementation("eager")  # attention maps need the eager path
+    with torch.no_grad():
+        image = model.get_image_features(torch.rand(2, 3, 64, 64), output_attentions=True)
+    heads = model.config.vision_config.num_heads[-1]
+    assert image.attentions[-1].shape == (2 * windows, heads, side * side, side * side)
+
+    config = DemoConfig(output_dir=str(tmp_path), num_train_images=16, num_parallel_pairs=16, batch_size=8)
+    if window_size is not None:
+        config.window_size = window_size
+    assert build_demo(config).model.config.vision_config.window_size == (window_size or DemoConfig.window_size)
 
 
 @pytest.mark.parametrize("concept_ids", [True, False])

@@ -163,8 +163,14 @@ def _add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
         "--batch-size",
         type=int,
         default=None,
-        help="pairs per image step and per parallel-text step (default 48; 64 ranks better contrastively but makes "
-        "too few steps in 6 minutes for the matching head to catch up)",
+        help="pairs per image step and per parallel-text step (default 48; 64 makes fewer steps in 6 minutes)",
+    )
+    parser.add_argument(
+        "--window-size",
+        type=int,
+        default=None,
+        help="Swin attention window of the demo model (default 4; 8: the last stage is one window, and re-ranking "
+        "only ties with the contrastive ranking in 6 minutes)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -183,6 +189,7 @@ def _run_demo(args: argparse.Namespace) -> None:
         rotation_degrees=DemoConfig.rotation_degrees if args.rotation_degrees is None else args.rotation_degrees,
         caption_languages=tuple(language.strip() for language in args.caption_languages.split(",")),
         batch_size=DemoConfig.batch_size if args.batch_size is None else args.batch_size,
+        window_size=DemoConfig.window_size if args.window_size is None else args.window_size,
         seed=args.seed,
         num_threads=args.threads,
     )

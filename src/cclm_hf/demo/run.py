@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from transformers import PrinterCallback, TrainerCallback, TrainingArguments
 from transformers.utils import logging
 
-from ..configuration_cclm import CCLMConfig
+from ..configuration_cclm import CCLM_PRESETS, CCLMConfig
 from ..data.pipeline import build_pretraining_schedule
 from ..data.readers import InMemoryReader
 from ..data.transforms import eval_transform
@@ -65,12 +65,16 @@ class DemoConfig:
     # languages of the image captions; the demo's point is English only (a comparison: the original's data has
     # captions translated into several languages, see benchmarks/ITM_DIAGNOSTICS.md)
     caption_languages: tuple[str, ...] = ("en",)
+    # Swin's attention window (the `cclm-tiny` preset's, 4): with 8 the last stage is one window and re-ranking only
+    # ties with the contrastive ranking in 6 minutes (benchmarks/ITM_DIAGNOSTICS.md)
+    window_size: int = CCLM_PRESETS["cclm-tiny"]["vision_config"]["window_size"]
     num_threads: int | None = 2
 
 
-def demo_model_config(vocab_size: int) -> CCLMConfig:
-    """The `cclm-tiny` preset with the demo tokenizer's vocabulary."""
-    return CCLMConfig.from_preset("cclm-tiny", text_config={"vocab_size": vocab_size})
+def demo_model_config(vocab_size: int, window_size: int | None = None) -> CCLMConfig:
+    """The `cclm-tiny` preset with the demo tokenizer's vocabulary (and another Swin window, if given)."""
+    vision = {} if window_size is None else {"window_size": window_size}
+    return CCLMConfig.from_preset("cclm-tiny", text_config={"vocab_size": vocab_size}, vision_config=vision)
 
 
 def demo_schedule(
@@ -234,7 +238,7 @@ def build_demo(
     gallery = shapes.test_gallery(seed=config.seed, rotation_degrees=config.rotation_degrees)
     tokenizer = train_xlm_roberta_tokenizer(shapes.tokenizer_corpus(config.seed), whole_words=True)
 
-    model = CCLMForPreTraining(model_config or demo_model_config(len(tokenizer)))
+    model = CCLMForPreTraining(model_config or demo_model_config(len(tokenizer), config.window_size))
     # the processor the model is saved with: captions are cleaned (`pre_caption`) as the training streams clean them
     processor = CCLMProcessor.from_tokenizer(tokenizer, model.config.image_size, clean_captions=True, max_words=40)
 
