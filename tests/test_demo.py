@@ -48,6 +48,7 @@ def test_demo_writes_metrics_plots_and_a_model(tmp_path, parallel_text):
 
     card = (tmp_path / "model" / "README.md").read_text()
     assert "pipeline_tag: zero-shot-image-classification" in card and "| zh |" in card
+    assert "CC3M" not in card  # trained on the synthetic shapes only
     model = AutoModel.from_pretrained(tmp_path / "model")
     processor = AutoProcessor.from_pretrained(tmp_path / "model")
     assert type(model).__name__ == "CCLMModel" and type(processor).__name__ == "CCLMProcessor"

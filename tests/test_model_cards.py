@@ -84,6 +84,7 @@ def test_converted_card_has_languages_license_provenance_and_parity(converted):
         assert needle in card.text, needle
     assert "BSD-3-Clause" in card.text and "ByteDance" in card.text and "@inproceedings{zeng2023cclm" in card.text
     assert "max abs difference 0.0" in card.text
+    assert "CC3M" in card.text  # the released checkpoints' data, with its limitations
 
 
 def test_card_command_rewrites_the_same_card_from_the_folder(converted, capsys):
@@ -127,6 +128,8 @@ def test_card_keeps_an_existing_provenance_section(tmp_path):
     card = ModelCard((folder / "README.md").read_text())
     assert card.text.count("## How this model was produced") == 1 and "| zh | 0.28 |" in card.text
     assert "# CCLM (CCLMForImageTextRetrieval)" in card.text and card.data.license == "apache-2.0"
+    # a model with its own provenance (the demo's synthetic data) does not claim the released checkpoints' data
+    assert "CC3M" not in card.text and 'trained only on the data described under "How this model' in card.text
 
 
 def test_paper_numbers_are_the_published_ones():

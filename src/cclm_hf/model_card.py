@@ -88,11 +88,17 @@ _INTENDED_USE = {
     "CCLMForPreTraining": ["continued pre-training with CCLM's losses (ITC/TTC, ITM/TTM, conditional MLM, boxes)"],
     "CCLMModel": ["image and text embeddings in a shared multilingual space; a starting point for task heads"],
 }
-_LIMITATIONS = [
+# what the model learnt from: the released checkpoints' data, unless the card describes how this model was produced
+# (the demo's synthetic shapes, a user's own pre-training)
+_RELEASED_DATA_LIMITATION = (
     "pre-trained on web alt-text (CC3M, SBU) and COCO / Visual Genome captions, most of them machine-translated: it "
-    "inherits their social biases and translation errors, and is weaker in languages it saw less",
-    "not evaluated for safety-critical uses, surveillance, or decisions about people",
-]
+    "inherits their social biases and translation errors, and is weaker in languages it saw less"
+)
+_OWN_DATA_LIMITATION = (
+    'trained only on the data described under "How this model was produced" below: expect nothing of it beyond '
+    "what that data shows"
+)
+_SAFETY_LIMITATION = "not evaluated for safety-critical uses, surveillance, or decisions about people"
 
 _USAGE = {
     "CCLMForImageTextRetrieval": """\
@@ -205,7 +211,11 @@ def render_model_card(
         template_str=resources.files("cclm_hf").joinpath("templates/model_card.md").read_text(encoding="utf-8"),
         title=f"CCLM ({name})",
         architecture=_architecture(model),
-        intended_use=_INTENDED_USE.get(name, _INTENDED_USE["CCLMModel"]) + _LIMITATIONS,
+        intended_use=[
+            *_INTENDED_USE.get(name, _INTENDED_USE["CCLMModel"]),
+            _OWN_DATA_LIMITATION if provenance else _RELEASED_DATA_LIMITATION,
+            _SAFETY_LIMITATION,
+        ],
         provenance=provenance.strip() if provenance else None,
         conversion=conversion,
         evaluation=evaluation,
